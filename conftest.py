@@ -1,0 +1,165 @@
+"""Pytest wiring of the harness: options, fixtures and hooks. The work itself lives in helpers/."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers import dataset, report
+from helpers.config import make_config
+from helpers.errors import ConfigError, DatasetInvalid, HarnessError, InfraError
+from helpers.pipeline import Harness
+
+ROOT = Path(__file__).parent
+SUITE = ROOT / "build_suite"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("harness", "commit image harness")
+    g.addoption("--dataset", help="JSON-lines dataset (default data/sglang_track_all.json)")
+    g.addoption("--blacklist", help="SHAs to exclude, one per line (default data/blacklist.txt)")
+    g.addoption("--project", help="project profile: sglang (default)")
+    g.addoption("--repo-url", help="repository URL or local path (default: the profile's public repository)")
+    g.addoption("--cache-dir", help="where the bare mirror lives (default ~/.cache/commit-image-harness)")
+    g.addoption("--work-dir", help="where build contexts are made (default: the system temp dir)")
+    g.addoption("--log-dir", help="one build log per commit (default logs/)")
+    g.addoption("--status-dir", help="status lists folder (default commit-status/)")
+    g.addoption("--registry", help="registry host (default docker.io)")
+    g.addoption("--namespace", help="registry namespace (default $DOCKERHUB_USERNAME)")
+    g.addoption("--image-name", help="image repository name (default: the profile's, nvidia-sglang-docker)")
+    g.addoption("--no-push", action="store_true", help="build and verify locally; push nothing")
+    g.addoption("--verify-only", action="store_true", help="verify existing images (local, else pulled)")
+    g.addoption("--platform", help="build platform (default linux/amd64)")
+    g.addoption("--docker-client", help="docker client binary (env HARNESS_DOCKER_CLIENT)")
+    g.addoption("--build-driver", help="auto | buildx | buildkit (env HARNESS_BUILD_DRIVER)")
+    g.addoption("--builder", help="buildx builder to use (remote BuildKit, for instance)")
+    g.addoption("--cache-from", action="append", help="buildx --cache-from, repeatable")
+    g.addoption("--cache-to", action="append", help="buildx --cache-to, repeatable")
+    g.addoption("--base-image-map", action="append", metavar="PATTERN=IMAGE",
+                help="rewrite FROM images matching a glob, repeatable")
+    g.addoption("--build-timeout", type=float, help="seconds before a build is stopped (default 7200)")
+    g.addoption("--verify-timeout", type=float, help="seconds for the verification run (default 600)")
+    g.addoption("--git-timeout", type=float, help="seconds for a clone or fetch (default 1800)")
+    g.addoption("--push-retries", type=int, help="retries of a push on transient errors (default 3)")
+    g.addoption("--batch-size", type=int, help="keep only the first N selected commits")
+    g.addoption("--show-build-logs", action="store_true", help="stream build output prefixed by short SHA")
+    g.addoption("--keep-contexts", action="store_true", help="keep build contexts for inspection")
+
+
+def is_build_run(config: pytest.Config) -> bool:
+    paths = [Path(str(a).split("::")[0]).resolve() for a in config.args] or [SUITE]
+    return any(p == ROOT or p == SUITE or SUITE in p.parents for p in paths)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    worker = getattr(config, "workerinput", None)
+    config.harness_session = worker["harness_session"] if worker else uuid.uuid4().hex
+    config.harness_config = None
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(SessionIdToWorkers(), "harness-xdist")
+    if not is_build_run(config):
+        return
+    options = {key: config.getoption(key) for key in OPTION_KEYS}
+    options["collect_only"] = config.option.collectonly
+    try:
+        config.harness_config = make_config(options, ROOT, config.harness_session)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from e
+    if not worker and not config.option.collectonly:
+        final = Path(config.option.xmlpath or ROOT / "reports" / "junit.xml").resolve()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        config.harness_junit = final
+        config.option.xmlpath = str(final.with_name(f".{final.name}.{os.getpid()}.tmp"))
+
+
+OPTION_KEYS = ("dataset", "blacklist", "project", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
+               "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
+               "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
+               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts")
+
+
+class SessionIdToWorkers:
+    """Gives every xdist worker the controller's session id (one mirror fetch per session)."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["harness_session"] = node.config.harness_session
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.harness_config is None or config.option.collectonly or hasattr(config, "workerinput"):
+        return
+    try:
+        Harness(config.harness_config).docker
+    except InfraError as e:
+        pytest.exit(f"stopping before any commit: {e.message}", returncode=3)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "commit" not in metafunc.fixturenames:
+        return
+    cfg = metafunc.config.harness_config
+    if cfg is None:
+        raise pytest.UsageError("the build suite needs the harness configuration (run it from the project root)")
+    plan = dataset.load_plan(cfg.dataset, cfg.blacklist)
+    params = [pytest.param(e, id=e.test_id, marks=[getattr(pytest.mark, r) for r in e.roles] or
+                           [pytest.mark.dataset]) for e in plan.entries]
+    metafunc.parametrize("commit", params)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    size = config.getoption("batch_size")
+    if size is None:
+        return
+    commits = [i for i in items if isinstance(getattr(i, "callspec", None) and i.callspec.params.get("commit"),
+                                               dataset.CommitSpec)]
+    dropped = set(commits[max(size, 0):])
+    if dropped:
+        config.hook.pytest_deselected(items=[i for i in items if i in dropped])
+        items[:] = [i for i in items if i not in dropped]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is None or call.when == "teardown" or "commit" not in getattr(item, "fixturenames", ()):
+        return
+    error = call.excinfo.value
+    category = error.category if isinstance(error, HarnessError) else "infra_error"
+    item.user_properties.append(("category", category))
+    if isinstance(error, HarnessError):
+        report.longrepr = error.describe()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    final = getattr(config, "harness_junit", None)
+    temporary = Path(config.option.xmlpath) if final else None
+    if final is None or temporary is None or not temporary.exists():
+        return
+    os.replace(temporary, final)
+    report.update_status_from_junit(final, config.harness_config.status_dir)
+
+
+@pytest.fixture(scope="session")
+def harness(pytestconfig: pytest.Config) -> Harness:
+    return Harness(pytestconfig.harness_config)
+
+
+@pytest.fixture
+def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
+    """The image of one commit: built, tagged and pushed (or found, with --verify-only)."""
+    def record(name: str, value: object) -> None:
+        request.node.user_properties.append((name, str(value)))
+
+    record("roles", "+".join(commit.roles))
+    if commit.sha:
+        record("sha", commit.sha)
+    if isinstance(commit, dataset.InvalidEntry):
+        raise DatasetInvalid(commit.reason)
+    return harness.produce(commit, record)

@@ -1,0 +1,101 @@
+"""Configuration: the options of one run, parsed once at the edge into a frozen object."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.errors import ConfigError
+from helpers.profiles import Profile, builtin_profile
+from helpers.publish import ImageName
+from helpers.render import parse_mapping
+from helpers.render.base_images import BaseImageMap
+from helpers.source import check_repo_url, is_inside_work_tree
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    profile: Profile
+    dataset: Path
+    blacklist: Path
+    repo_url: str
+    cache_dir: Path
+    work_dir: Path
+    log_dir: Path
+    status_dir: Path
+    image: ImageName
+    session_id: str
+    push: bool = True
+    verify_only: bool = False
+    platform: str = "linux/amd64"
+    docker_client: str | None = None
+    build_driver: str | None = None
+    builder: str | None = None
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    base_images: BaseImageMap = ()
+    build_timeout: float = 7200
+    verify_timeout: float = 600
+    git_timeout: float = 1800
+    push_retries: int = 3
+    show_build_logs: bool = False
+    keep_contexts: bool = False
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path(base) / "commit-image-harness")
+
+
+def default_work_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "commit-image-harness"
+
+
+def positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
+    """Build the configuration from option values (None means: use the default)."""
+    profile = builtin_profile(options.get("project") or "sglang").validate()
+    work_dir = Path(options.get("work_dir") or default_work_dir()).resolve()
+    if is_inside_work_tree(work_dir):
+        raise ConfigError(f"--work-dir {work_dir} is inside a git work tree; build contexts must not be")
+    namespace = options.get("namespace")
+    if namespace is None:
+        namespace = os.environ.get("DOCKERHUB_USERNAME", "")
+    registry = options.get("registry") or "docker.io"
+    push = not options.get("no_push") and not options.get("verify_only")
+    if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
+        raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
+                          "--namespace (or use --no-push)")
+    return HarnessConfig(
+        profile=profile,
+        dataset=Path(options.get("dataset") or root / "data" / "sglang_track_all.json").resolve(),
+        blacklist=Path(options.get("blacklist") or root / "data" / "blacklist.txt").resolve(),
+        repo_url=check_repo_url(options.get("repo_url") or profile.repo_url),
+        cache_dir=Path(options.get("cache_dir") or default_cache_dir()).resolve(),
+        work_dir=work_dir,
+        log_dir=Path(options.get("log_dir") or root / "logs").resolve(),
+        status_dir=Path(options.get("status_dir") or root / "commit-status").resolve(),
+        image=ImageName(registry, namespace, options.get("image_name") or profile.image_name),
+        session_id=session_id,
+        push=push,
+        verify_only=bool(options.get("verify_only")),
+        platform=options.get("platform") or "linux/amd64",
+        docker_client=options.get("docker_client") or os.environ.get("HARNESS_DOCKER_CLIENT") or None,
+        build_driver=options.get("build_driver") or os.environ.get("HARNESS_BUILD_DRIVER") or None,
+        builder=options.get("builder"),
+        cache_from=tuple(options.get("cache_from") or ()),
+        cache_to=tuple(options.get("cache_to") or ()),
+        base_images=parse_mapping(list(options.get("base_image_map") or ())),
+        build_timeout=positive("--build-timeout", float(options.get("build_timeout") or 7200)),
+        verify_timeout=positive("--verify-timeout", float(options.get("verify_timeout") or 600)),
+        git_timeout=positive("--git-timeout", float(options.get("git_timeout") or 1800)),
+        push_retries=int(options.get("push_retries") if options.get("push_retries") is not None else 3),
+        show_build_logs=bool(options.get("show_build_logs")),
+        keep_contexts=bool(options.get("keep_contexts")),
+    )

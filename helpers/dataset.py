@@ -1,0 +1,242 @@
+"""Dataset: read JSON-lines records and a blacklist into the ordered list of commits to build.
+
+Nothing here touches git or docker: a bad line becomes an `InvalidEntry` that fails on its
+own (category `dataset_invalid`, with its line number) while every other commit proceeds.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+ROLES = ("human", "parent")
+# (sha key, content key, path key) for each role of a tracking record.
+ROLE_KEYS = {
+    "human": ("commit_hash", "dockerfile_content", "dockerfile_path"),
+    "parent": ("parent_commit", "parent_dockerfile_content", "parent_dockerfile_path"),
+}
+MAX_DOCKERFILE_BYTES = 1024 * 1024
+_SHA = re.compile(r"[0-9a-f]{7,40}")
+
+
+@dataclass(frozen=True)
+class DockerfileSource:
+    """Where a commit's Dockerfile comes from: given content, a path in its tree, or the profile."""
+
+    content: str | None = None
+    path: str | None = None
+
+    def describe(self) -> str:
+        if self.content is not None:
+            return "dataset content"
+        return f"tree path {self.path}" if self.path else "profile candidates"
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """One commit to build: its SHA as the dataset gives it, its roles and its Dockerfile."""
+
+    sha: str
+    roles: tuple[str, ...]
+    dockerfile: DockerfileSource
+    line: int
+
+    @property
+    def test_id(self) -> str:
+        return f"{'+'.join(self.roles)}-{self.sha}"
+
+
+@dataclass(frozen=True)
+class InvalidEntry:
+    """A record (or one commit of it) that cannot be built; it fails with `dataset_invalid`."""
+
+    line: int
+    reason: str
+    sha: str | None = None          # set when the failure belongs to one commit's status
+    roles: tuple[str, ...] = ()
+    source: str = "dataset"
+
+    @property
+    def test_id(self) -> str:
+        if self.sha:
+            return f"{'+'.join(self.roles)}-{self.sha}"
+        return f"{self.source}-line{self.line}-invalid"
+
+
+Entry = Union[CommitSpec, InvalidEntry]
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    entries: tuple[Entry, ...]
+    blacklisted: tuple[str, ...]
+
+
+def check_sha(value: object) -> str:
+    """Return the SHA lower-cased, or raise ValueError saying what is wrong with it."""
+    if not isinstance(value, str):
+        raise ValueError(f"SHA must be a string, got {type(value).__name__}")
+    sha = value.strip().lower()
+    if not sha:
+        raise ValueError("SHA is empty")
+    if not re.fullmatch(r"[0-9a-f]+", sha):
+        raise ValueError(f"SHA {value!r} is not hexadecimal")
+    if not _SHA.fullmatch(sha):
+        raise ValueError(f"SHA {value!r} must have 7 to 40 hex digits (too short to be unique?)")
+    return sha
+
+
+def check_dockerfile_path(value: object) -> str:
+    """A relative path that stays inside the repository, normalised; else ValueError."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"dockerfile path must be a non-empty string, got {value!r}")
+    if "\x00" in value or "\\" in value:
+        raise ValueError(f"dockerfile path {value!r} contains a NUL or backslash")
+    if value.startswith("/"):
+        raise ValueError(f"dockerfile path {value!r} is absolute; it must be inside the repository")
+    path = posixpath.normpath(value)
+    if path == ".." or path.startswith("../") or path == ".":
+        raise ValueError(f"dockerfile path {value!r} climbs out of the repository")
+    return path
+
+
+def check_dockerfile_content(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"dockerfile content must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("dockerfile content is empty")
+    if "\x00" in value:
+        raise ValueError("dockerfile content contains NUL bytes")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCKERFILE_BYTES:
+        raise ValueError(f"dockerfile content is {size} bytes, over the 1 MiB limit")
+    return value
+
+
+def dockerfile_source(record: dict, role: str) -> DockerfileSource:
+    _, content_key, path_key = ROLE_KEYS[role]
+    if record.get(content_key) is not None:
+        return DockerfileSource(content=check_dockerfile_content(record[content_key]))
+    if record.get(path_key) is not None:
+        return DockerfileSource(path=check_dockerfile_path(record[path_key]))
+    return DockerfileSource()
+
+
+def read_records(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str]]:
+    """Yield (line number, record or None, reason) for every non-blank line."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            yield number, None, f"line {number} is not JSON: {e}"
+            continue
+        if not isinstance(record, dict):
+            yield number, None, f"line {number} is a JSON {type(record).__name__}, not an object"
+            continue
+        yield number, record, ""
+
+
+def commits_of(number: int, record: dict) -> Iterator[Entry]:
+    """The human commit and the parent commit of one record, each valid or invalid on its own."""
+    for role in ROLES:
+        sha_key = ROLE_KEYS[role][0]
+        if role == "parent" and record.get(sha_key) is None:
+            continue
+        try:
+            sha = check_sha(record.get(sha_key))
+        except ValueError as e:
+            if role == "human" and sha_key not in record:
+                yield InvalidEntry(number, f"line {number}: record has no {sha_key}")
+            else:
+                yield InvalidEntry(number, f"line {number}: {sha_key}: {e}")
+            continue
+        try:
+            yield CommitSpec(sha, (role,), dockerfile_source(record, role), number)
+        except ValueError as e:
+            yield InvalidEntry(number, f"line {number}: {role} commit {sha}: {e}", sha, (role,))
+
+
+def merge_commits(entries: Iterable[Entry]) -> list[Entry]:
+    """One entry per SHA, in first-seen order; roles are combined, the first valid source wins."""
+    merged: dict[str, Entry] = {}
+    loose: list[tuple[int, Entry]] = []
+    order: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        if entry.sha is None:
+            loose.append((position, entry))
+            continue
+        order.setdefault(entry.sha, position)
+        previous = merged.get(entry.sha)
+        if previous is None:
+            merged[entry.sha] = entry
+            continue
+        roles = tuple(r for r in ROLES if r in previous.roles or r in entry.roles)
+        keep = entry if isinstance(previous, InvalidEntry) and isinstance(entry, CommitSpec) else previous
+        merged[entry.sha] = _with_roles(keep, roles)
+    ordered = [(order[sha], entry) for sha, entry in merged.items()] + loose
+    return [entry for _, entry in sorted(ordered, key=lambda pair: pair[0])]
+
+
+def _with_roles(entry: Entry, roles: tuple[str, ...]) -> Entry:
+    if isinstance(entry, CommitSpec):
+        return CommitSpec(entry.sha, roles, entry.dockerfile, entry.line)
+    return InvalidEntry(entry.line, entry.reason, entry.sha, roles, entry.source)
+
+
+def parse_dataset(lines: Iterable[str]) -> list[Entry]:
+    """All entries of a tracking dataset, duplicates of an earlier record flagged by line."""
+    entries: list[Entry] = []
+    seen: dict[str, int] = {}
+    for number, record, reason in read_records(lines):
+        if record is None:
+            entries.append(InvalidEntry(number, reason))
+            continue
+        key = str(record.get("commit_hash", "")).strip().lower()
+        if key and key in seen:
+            entries.append(InvalidEntry(number, f"line {number}: duplicate of the record on line {seen[key]}"))
+            continue
+        if key:
+            seen[key] = number
+        entries.extend(commits_of(number, record))
+    return merge_commits(entries)
+
+
+def parse_blacklist(lines: Iterable[str]) -> tuple[set[str], list[InvalidEntry]]:
+    """SHAs (or SHA prefixes) to exclude; garbage lines come back as invalid entries."""
+    shas: set[str] = set()
+    garbage: list[InvalidEntry] = []
+    for number, text in enumerate(lines, start=1):
+        value = text.split("#", 1)[0].strip()
+        if not value:
+            continue
+        try:
+            shas.add(check_sha(value))
+        except ValueError as e:
+            garbage.append(InvalidEntry(number, f"blacklist line {number}: {e}", source="blacklist"))
+    return shas, garbage
+
+
+def is_blacklisted(sha: str, blacklist: set[str]) -> bool:
+    return any(sha.startswith(b) or b.startswith(sha) for b in blacklist)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Text lines of a data file; undecodable bytes are replaced so one bad byte fails one line."""
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def load_plan(dataset: Path, blacklist: Path | None) -> DatasetPlan:
+    """The ordered entries of a dataset minus blacklisted commits."""
+    entries = parse_dataset(read_lines(dataset))
+    excluded: set[str] = set()
+    if blacklist is not None and blacklist.exists():
+        excluded, garbage = parse_blacklist(read_lines(blacklist))
+        entries.extend(garbage)
+    kept = [e for e in entries if not (e.sha and is_blacklisted(e.sha, excluded))]
+    dropped = tuple(e.sha for e in entries if e.sha and is_blacklisted(e.sha, excluded))
+    return DatasetPlan(tuple(kept), dropped)

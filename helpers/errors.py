@@ -1,0 +1,102 @@
+"""One exception hierarchy: every failure of a commit carries the category the reports show.
+
+Lower layers (git, docker, requests) are translated into these at one boundary each, with
+`raise ... from e`, so a failure never loses its commit, its command's exit status or the
+tail of its log.
+"""
+from __future__ import annotations
+
+# Every category a commit can end in, in the order the reports list them.
+CATEGORIES = (
+    "dataset_invalid",
+    "commit_not_found",
+    "dockerfile_missing",
+    "unpinnable_dockerfile",
+    "context_failed",
+    "build_failed",
+    "build_timeout",
+    "push_failed",
+    "image_not_found",
+    "verify_label",
+    "verify_proof_file",
+    "verify_editable_install",
+    "verify_import",
+    "verify_source_mismatch",
+    "infra_error",
+)
+
+
+class HarnessError(Exception):
+    """A failure of one commit; `category` names it in JUnit and in commit-status/."""
+
+    category = "infra_error"
+
+    def __init__(self, message: str, *, log_tail: str = "", exit_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.log_tail = log_tail
+        self.exit_status = exit_status
+
+    def describe(self) -> str:
+        """The text a person reads in the report: category, reason, then the log's tail."""
+        text = f"[{self.category}] {self.message}"
+        if self.exit_status is not None:
+            text += f" (exit status {self.exit_status})"
+        if self.log_tail:
+            text += "\n--- last lines of the log ---\n" + self.log_tail.rstrip()
+        return text
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class ConfigError(Exception):
+    """A bad option or profile: stops the session before any commit runs."""
+
+
+class DatasetInvalid(HarnessError):
+    category = "dataset_invalid"
+
+
+class CommitNotFound(HarnessError):
+    category = "commit_not_found"
+
+
+class DockerfileMissing(HarnessError):
+    category = "dockerfile_missing"
+
+
+class UnpinnableDockerfile(HarnessError):
+    category = "unpinnable_dockerfile"
+
+
+class ContextFailed(HarnessError):
+    category = "context_failed"
+
+
+class BuildFailed(HarnessError):
+    category = "build_failed"
+
+
+class BuildTimeout(HarnessError):
+    category = "build_timeout"
+
+
+class PushFailed(HarnessError):
+    category = "push_failed"
+
+
+class ImageNotFound(HarnessError):
+    category = "image_not_found"
+
+
+class InfraError(HarnessError):
+    category = "infra_error"
+
+
+class VerificationFailed(HarnessError):
+    """A verification check failed; its category is the check's own (`verify_*`)."""
+
+    def __init__(self, category: str, message: str):
+        super().__init__(message)
+        self.category = category

@@ -1,0 +1,162 @@
+"""Pipeline: one commit through every stage (source, render, build, publish, verify).
+
+`Harness` holds what a session shares (engine client, build driver, mirror, credentials);
+it is created lazily so that collecting tests needs neither docker nor the network.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import docker
+import requests
+
+from helpers import build, publish, render, source, verify
+from helpers.config import HarnessConfig
+from helpers.dataset import CommitSpec
+from helpers.errors import InfraError, VerificationFailed
+
+Record = Callable[[str, object], None]
+HARNESS_LABEL = "commit-image-harness.session"
+
+
+@dataclass
+class BuiltImage:
+    """An image that claims to hold one commit, and what verification compares it with."""
+
+    sha: str
+    ref: str
+    digest: str | None = None
+    build_seconds: float | None = None
+    patched: dict[str, bytes] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+class Harness:
+    def __init__(self, config: HarnessConfig):
+        self.config = config
+
+    @cached_property
+    def docker(self) -> docker.DockerClient:
+        """The engine client; an unreachable engine is one clear error naming the endpoint."""
+        try:
+            client = docker.from_env(timeout=max(60, int(self.config.verify_timeout)))
+            client.ping()
+            return client
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            raise InfraError(f"the Docker engine at {engine_endpoint()} does not answer: {e}") from e
+
+    @cached_property
+    def driver(self) -> build.Driver:
+        return build.detect_driver(self.config.docker_client, self.config.build_driver)
+
+    @cached_property
+    def mirror(self) -> source.Mirror:
+        mirror = source.Mirror(self.config.repo_url, self.config.cache_dir, self.config.session_id,
+                               self.config.git_timeout)
+        mirror.ensure()
+        return mirror
+
+    @cached_property
+    def credentials(self) -> publish.Credentials | None:
+        return publish.resolve_credentials(self.config.image.registry)
+
+    @cached_property
+    def registry(self) -> publish.RegistryAPI:
+        return publish.RegistryAPI(self.config.image.registry, self.credentials)
+
+    def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
+        """Context, render, build, push: an image tagged with the commit's full SHA."""
+        sha = self.mirror.resolve(spec.sha)
+        if sha != spec.sha:
+            record("sha", sha)
+        image = BuiltImage(sha, self.config.image.ref(sha))
+        record("image", image.ref)
+        if self.config.verify_only:
+            self.fetch_existing(image)
+            return image
+        ctx = source.make_context(self.mirror, sha, self.config.work_dir)
+        try:
+            self.build(spec, ctx, image, record)
+        finally:
+            if not self.config.keep_contexts:
+                ctx.remove()
+        if self.config.push:
+            image.digest = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries)
+            publish.confirm_pushed(self.registry, self.config.image, sha, image.digest)
+            record("digest", image.digest)
+        return image
+
+    def build(self, spec: CommitSpec, ctx: source.BuildContext, image: BuiltImage, record: Record) -> None:
+        original, origin = self.dockerfile_text(spec, image.sha)
+        rendered = render.render(original, self.config.profile, self.config.base_images, (self.config.repo_url,))
+        ctx.dockerfile.write_text(rendered.text)
+        image.notes = tuple(ctx.notes) + rendered.notes
+        image.patched = dict(ctx.patched)
+        log_path = self.write_log_header(spec, image, origin, original, rendered.text)
+        record("log", str(log_path))
+        request = build.BuildRequest(
+            dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref,
+            build_args={self.config.profile.build_arg: image.sha},
+            labels={verify.REVISION_LABEL: image.sha,
+                    "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
+            platform=self.config.platform, builder=self.config.builder,
+            cache_from=self.config.cache_from, cache_to=self.config.cache_to)
+        echo = image.sha[:12] if self.config.show_build_logs else None
+        result = build.run_build(build.build_argv(self.driver, request), log_path, self.config.build_timeout, echo)
+        image.build_seconds = round(result.seconds, 2)
+        record("build_seconds", image.build_seconds)
+
+    def dockerfile_text(self, spec: CommitSpec, sha: str) -> tuple[str, str]:
+        if spec.dockerfile.content is not None:
+            return spec.dockerfile.content, "dataset content"
+        path, text = source.find_dockerfile(self.mirror, sha, spec.dockerfile.path,
+                                            self.config.profile.dockerfile_candidates)
+        return text, f"{path} in the commit's tree"
+
+    def write_log_header(self, spec: CommitSpec, image: BuiltImage, origin: str, original: str,
+                         rendered: str) -> Path:
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.config.log_dir / f"{image.sha}.log"
+        diff = difflib.unified_diff(original.splitlines(True), rendered.splitlines(True), "original", "rendered")
+        lines = [f"commit:     {image.sha} ({'+'.join(spec.roles)}, dataset line {spec.line})",
+                 f"repository: {source.redact_url(self.config.repo_url)}",
+                 f"image:      {image.ref}", f"dockerfile: {origin}", f"driver:     {self.driver.describe()}",
+                 f"started:    {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+                 "changes:", *[f"  - {note}" for note in image.notes], "--- rendered vs original ---"]
+        log_path.write_text("\n".join(lines) + "\n" + "".join(diff) + "--- build ---\n", encoding="utf-8")
+        (self.config.log_dir / f"{image.sha}.Dockerfile").write_text(rendered, encoding="utf-8")
+        return log_path
+
+    def fetch_existing(self, image: BuiltImage) -> None:
+        """--verify-only: the local image, else pulled from the registry."""
+        def pull() -> None:
+            repository, tag = image.ref.rsplit(":", 1)
+            auth = self.credentials.auth_config() if self.credentials else None
+            self.docker.images.pull(repository, tag=tag, auth_config=auth)
+        verify.find_image(self.docker, image.ref, pull)
+
+    def verify(self, image: BuiltImage) -> list[verify.CheckResult]:
+        """Facts from one container run, then every check; nothing raised yet."""
+        tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
+        want = verify.Expected(image.sha, self.config.profile,
+                               verify.expected_tree(self.config.profile, tree, image.patched))
+        facts = verify.collect_facts(self.docker, image.ref, self.config.profile, self.config.verify_timeout,
+                                     labels={HARNESS_LABEL: self.config.session_id})
+        return verify.evaluate(facts, want)
+
+
+def require_all(results: list[verify.CheckResult]) -> None:
+    """Fail with the first failing check's category; the message lists every check."""
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise VerificationFailed(failed[0].category, "\n" + verify.summary(results))
+
+
+def engine_endpoint() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"

@@ -1,0 +1,92 @@
+"""Project profiles: what the harness must know about a project to pin, build and verify it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from helpers.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything project-specific; the pipeline stages take this, never a project name."""
+
+    name: str
+    repo_url: str
+    image_name: str
+    distribution: str          # the name pip knows it by ("sglang")
+    import_name: str           # what `import` takes ("sglang")
+    source_subdir: str         # tree path pip installs ("python"); "" for the root
+    default_location: str      # where the source goes when the Dockerfile never fetches it
+    proof_file: str            # the file in the image holding the full SHA
+    build_arg: str             # the build arg carrying the SHA ("SGLANG_COMMIT")
+    dockerfile_candidates: tuple[str, ...]
+    editable_required: bool = True
+
+    @property
+    def package_path(self) -> str:
+        """Tree path of the importable package, compared file by file with the image."""
+        return f"{self.source_subdir}/{self.import_name}".strip("/")
+
+    @property
+    def repo_ids(self) -> tuple[str, ...]:
+        """Normalised forms of the project's repository, for recognising clones of it."""
+        return (normalise_repo(self.repo_url),)
+
+    def validate(self) -> "Profile":
+        """Raise ConfigError naming the first value that cannot work."""
+        checks = [
+            (bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.image_name)),
+             f"image_name {self.image_name!r} is not a valid image repository name"),
+            (self.import_name.isidentifier(), f"import_name {self.import_name!r} is not a Python identifier"),
+            (bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.build_arg)),
+             f"build_arg {self.build_arg!r} is not a valid ARG name"),
+            (self.proof_file.startswith("/"), f"proof_file {self.proof_file!r} must be an absolute path"),
+            (self.default_location.startswith("/"),
+             f"default_location {self.default_location!r} must be an absolute path"),
+            (not self.source_subdir.startswith("/") and ".." not in self.source_subdir.split("/"),
+             f"source_subdir {self.source_subdir!r} must be a relative path inside the repository"),
+            (bool(self.dockerfile_candidates), "dockerfile_candidates must name at least one path"),
+            (bool(self.distribution), "distribution must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"profile {self.name!r}: {message}")
+        return self
+
+
+def normalise_repo(url: str) -> str:
+    """`git@github.com:Org/Repo.git`, `https://github.com/org/repo/` -> `github.com/org/repo`."""
+    text = url.strip()
+    text = re.sub(r"^[a-z+]+://", "", text)           # scheme
+    text = re.sub(r"^[^@/]+@", "", text)                # user@ (also credentials)
+    text = re.sub(r"^([^/:]+):(?!\d)", r"\1/", text)    # scp-like host:path
+    text = re.sub(r"^([^/:]+):\d+/", r"\1/", text)      # host:port/
+    text = text.rstrip("/")
+    text = re.sub(r"\.git$", "", text)
+    host, _, path = text.partition("/")
+    return f"{host.lower()}/{path}".lower() if path else host.lower()
+
+
+SGLANG = Profile(
+    name="sglang",
+    repo_url="https://github.com/sgl-project/sglang.git",
+    image_name="nvidia-sglang-docker",
+    distribution="sglang",
+    import_name="sglang",
+    source_subdir="python",
+    default_location="/sgl-workspace/sglang",
+    proof_file="/opt/sglang_commit.txt",
+    build_arg="SGLANG_COMMIT",
+    dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
+)
+
+BUILTIN_PROFILES = {SGLANG.name: SGLANG}
+
+
+def builtin_profile(name: str) -> Profile:
+    try:
+        return BUILTIN_PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(BUILTIN_PROFILES))
+        raise ConfigError(f"unknown project {name!r}; built in: {known}") from None

@@ -1,0 +1,187 @@
+"""Publish: image references, credentials, push with retries, and the registry's HTTP API.
+
+Credentials come from DOCKERHUB_USERNAME/DOCKERHUB_TOKEN or Docker's own credential store;
+they travel only in request headers (the engine's X-Registry-Auth, HTTP auth), never in argv,
+logs or reports.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import docker
+import docker.auth
+import requests
+
+from helpers.errors import ConfigError, InfraError, PushFailed
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+TRANSIENT = re.compile(r"timeout|timed out|temporar|connection (reset|refused|aborted)|EOF|broken pipe|"
+                       r"50[0234]|429|too many requests|unavailable|i/o|network", re.I)
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+    def auth_config(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password}
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """`<registry>/<namespace>/<name>`; the tag is the commit's full SHA."""
+
+    registry: str
+    namespace: str
+    name: str
+
+    @property
+    def repository(self) -> str:
+        """The repository path as the registry API names it."""
+        path = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"library/{path}" if self.is_docker_hub and "/" not in path else path
+
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.registry in DOCKER_HUB
+
+    def ref(self, sha: str) -> str:
+        prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
+        return f"{prefix}/{self.name}:{sha}"
+
+
+def resolve_credentials(registry: str, environ: dict[str, str] | None = None) -> Credentials | None:
+    """Environment first (DOCKERHUB_USERNAME + DOCKERHUB_TOKEN), then Docker's config and helpers."""
+    env = os.environ if environ is None else environ
+    if env.get("DOCKERHUB_TOKEN"):
+        if not env.get("DOCKERHUB_USERNAME"):
+            raise ConfigError("DOCKERHUB_TOKEN is set but DOCKERHUB_USERNAME is not")
+        return Credentials(env["DOCKERHUB_USERNAME"], env["DOCKERHUB_TOKEN"])
+    key = "https://index.docker.io/v1/" if registry in DOCKER_HUB else registry
+    try:
+        found = docker.auth.load_config().resolve_authconfig(key)
+    except Exception:                      # a broken credential helper must not stop a run
+        found = None
+    if found and found.get("Username") and found.get("Password"):
+        return Credentials(found["Username"], found["Password"])
+    return None
+
+
+def is_transient(message: str) -> bool:
+    return bool(TRANSIENT.search(message)) and not re.search(r"denied|unauthorized|forbidden", message, re.I)
+
+
+def push(client: docker.DockerClient, ref: str, credentials: Credentials | None, retries: int = 3,
+         backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Push through the engine; retry transient errors with exponential backoff; return the digest."""
+    repository, tag = ref.rsplit(":", 1)
+    auth = credentials.auth_config() if credentials else None
+    error = ""
+    for attempt in range(retries + 1):
+        try:
+            digest, error = _push_once(client, repository, tag, auth)
+        except (requests.RequestException, docker.errors.DockerException) as e:
+            digest, error = None, str(e)
+        if digest:
+            return digest
+        if attempt == retries or not is_transient(error):
+            break
+        sleep(backoff * 2 ** attempt)
+    raise PushFailed(f"push of {ref} failed after {attempt + 1} attempt(s): {error}")
+
+
+def _push_once(client: docker.DockerClient, repository: str, tag: str,
+               auth: dict | None) -> tuple[str | None, str]:
+    digest = None
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+        if "error" in chunk:
+            return None, str(chunk.get("error"))
+        aux = chunk.get("aux") or {}
+        digest = aux.get("Digest") or digest
+    return digest, "" if digest else "the engine reported no digest for the push"
+
+
+class RegistryAPI:
+    """Minimal Distribution API client: token/basic auth challenges, manifests, paginated tags."""
+
+    def __init__(self, registry: str, credentials: Credentials | None, timeout: float = 30):
+        host = "registry-1.docker.io" if registry in DOCKER_HUB else registry
+        loopback = re.match(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$", host)
+        self.base = f"{'http' if loopback else 'https'}://{host}"
+        self.credentials = credentials
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._tokens: dict[str, str] = {}
+
+    def _auth_header(self, challenge: str, scope_hint: str) -> dict[str, str]:
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                raise InfraError(f"{self.base} wants a login and no credentials were found")
+            return {}
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        scope = fields.get("scope", scope_hint)
+        if scope not in self._tokens:
+            auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+            query = {"service": fields.get("service", ""), "scope": scope}
+            answer = self.session.get(fields["realm"], params=query, auth=auth, timeout=self.timeout)
+            answer.raise_for_status()
+            body = answer.json()
+            self._tokens[scope] = body.get("token") or body.get("access_token", "")
+        return {"Authorization": f"Bearer {self._tokens[scope]}"}
+
+    def request(self, method: str, path_or_url: str, repository: str, headers: dict[str, str]) -> requests.Response:
+        url = path_or_url if path_or_url.startswith("http") else self.base + path_or_url
+        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        try:
+            answer = self.session.request(method, url, headers=headers, timeout=self.timeout)
+            if answer.status_code == 401 and "WWW-Authenticate" in answer.headers:
+                extra = self._auth_header(answer.headers["WWW-Authenticate"], f"repository:{repository}:pull")
+                use_basic = auth if not extra else None
+                answer = self.session.request(method, url, headers={**headers, **extra}, auth=use_basic,
+                                              timeout=self.timeout)
+        except requests.RequestException as e:
+            raise InfraError(f"registry {self.base} cannot be reached: {type(e).__name__}: {e}") from e
+        return answer
+
+    def manifest_digest(self, repository: str, tag: str) -> str | None:
+        """The digest the registry serves for a tag, None when the tag does not exist."""
+        answer = self.request("HEAD", f"/v2/{repository}/manifests/{tag}", repository, {"Accept": MANIFEST_TYPES})
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise InfraError(f"registry {self.base} answered {answer.status_code} for {repository}:{tag}")
+        return answer.headers.get("Docker-Content-Digest")
+
+    def tags(self, repository: str, page_size: int = 1000) -> Iterator[str]:
+        """Every tag of a repository, following `Link` headers; errors are raised, never 'no tags'."""
+        url: str | None = f"/v2/{repository}/tags/list?n={page_size}"
+        while url:
+            answer = self.request("GET", url, repository, {})
+            if answer.status_code == 404:
+                return
+            if answer.status_code != 200:
+                raise InfraError(f"registry {self.base} answered {answer.status_code} listing {repository}")
+            yield from answer.json().get("tags") or []
+            url = answer.links.get("next", {}).get("url")
+            if url and not url.startswith("http"):
+                url = self.base + url if url.startswith("/") else f"{self.base}/{url}"
+
+
+def confirm_pushed(api: RegistryAPI, image: ImageName, sha: str, pushed_digest: str) -> None:
+    """The registry must serve the pushed digest under the commit's tag."""
+    served = api.manifest_digest(image.repository, sha)
+    if served != pushed_digest:
+        raise PushFailed(f"registry serves {served or 'no manifest'} for tag {sha}, the push reported "
+                         f"{pushed_digest}")

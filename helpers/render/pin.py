@@ -1,0 +1,335 @@
+"""Pin the source: every way a Dockerfile fetches the project's own code becomes the context's copy.
+
+- `git clone <project>` (any URL form, flags, destination) -> copy of the context at the
+  same destination, from a read-only bind mount of the build context;
+- `git checkout|switch|reset|pull|fetch|submodule` inside that copy -> `true`;
+- `pip install <project>[extras]` from an index or VCS -> editable install of the context's copy;
+- no fetch at all -> the context is copied to the profile's default location and installed.
+What cannot be rewritten safely raises UnpinnableDockerfile: nothing unpinned is ever built.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from helpers.errors import UnpinnableDockerfile
+from helpers.profiles import Profile, normalise_repo
+from helpers.render.dockerfile import (Document, Instruction, declared_values, expand, keyword_end, parse,
+                                       stage_parent)
+from helpers.render.shellwords import Word, command_words, program, scan
+
+SOURCE_MOUNT = "/tmp/harness-src"
+MOUNT_FLAG = f"--mount=type=bind,source=.,target={SOURCE_MOUNT}"
+DEFAULT_INSTALL_MARK = "# harness: the Dockerfile never fetches the project; install the commit's source"
+
+CLONE_VALUE_OPTIONS = {"-b", "--branch", "-o", "--origin", "-u", "--upload-pack", "--depth", "--shallow-since",
+                       "--shallow-exclude", "--reference", "--reference-if-able", "--separate-git-dir", "-c",
+                       "--config", "--template", "-j", "--jobs", "--filter", "--server-option", "--bundle-uri",
+                       "--ref-format"}
+GIT_GLOBAL_VALUE_OPTIONS = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path"}
+GIT_IN_CLONE = {"checkout", "switch", "reset", "pull", "fetch", "submodule", "restore"}
+PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint", "-r",
+                     "--requirement", "-t", "--target", "--prefix", "--root", "--platform", "--python-version",
+                     "--implementation", "--abi", "--src", "--upgrade-strategy", "--progress-bar", "-C",
+                     "--config-settings", "--global-option", "--install-option", "--trusted-host", "--cache-dir",
+                     "--log", "--proxy", "--retries", "--timeout", "--exists-action", "--cert", "--client-cert",
+                     "--python", "--report", "--no-binary", "--only-binary", "--extra-index", "--index"}
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*(.*)$", re.S)
+_URL = re.compile(r"(?:[a-z+]+://|git@)[^\s\"']+")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What pinning needs to know about the project."""
+
+    profile: Profile
+    repo_ids: tuple[str, ...]
+
+    def is_project_url(self, url: str) -> bool:
+        url = re.sub(r"^git\+", "", url.strip())
+        url = re.split(r"[#]", url, 1)[0]
+        ident = normalise_repo(re.sub(r"@[^/@:]+$", "", url) if "://" in url else url)
+        ident = ident.replace("raw.githubusercontent.com/", "github.com/").replace("codeload.github.com/",
+                                                                                  "github.com/")
+        return any(ident == r or ident.startswith(r + "/") for r in self.repo_ids)
+
+    def is_project_requirement(self, value: str) -> bool:
+        match = _REQUIREMENT.match(value.strip())
+        return bool(match) and canonical(match.group(1)) == canonical(self.profile.distribution) and \
+            not value.startswith(("-", ".", "/"))
+
+    def mentions_project(self, text: str) -> bool:
+        return self.profile.name.lower() in text.lower() or self.profile.import_name.lower() in text.lower()
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass
+class StageState:
+    workdir: str | None = "/"
+    variables: dict[str, str] = field(default_factory=dict)
+    pinned: list[str | None] = field(default_factory=list)   # destinations, None when not known
+
+
+def resolve(cwd: str | None, path: str | None) -> str | None:
+    """Where `cd path` from cwd leads, or None when it cannot be known without running the shell."""
+    if cwd is None or path is None or any(c in path for c in "$`~") or path == "-":
+        return None
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+def within(path: str | None, roots: list[str | None]) -> bool:
+    return path is not None and any(r is not None and (path == r or path.startswith(r.rstrip("/") + "/"))
+                                    for r in roots)
+
+
+def split_options(args: list[Word], value_options: set[str]) -> tuple[list[Word], dict[str, Word]]:
+    """Positional words and {option: value word} of a command line, redirections dropped."""
+    positional: list[Word] = []
+    options: dict[str, Word] = {}
+    i = 0
+    while i < len(args):
+        value = args[i].value
+        if re.match(r"^\d*[<>]", value):
+            i += 2 if re.fullmatch(r"\d*[<>]+&?", value) else 1
+            continue
+        if value == "--":
+            positional.extend(args[i + 1:])
+            break
+        if value.startswith("-") and value != "-":
+            if value in value_options and i + 1 < len(args):
+                options[value] = args[i + 1]
+                i += 1
+            i += 1
+            continue
+        positional.append(args[i])
+        i += 1
+    return positional, options
+
+
+class RunRewriter:
+    """Rewrites the shell text of one RUN; collects (start, end, replacement) edits."""
+
+    def __init__(self, target: Target, state: StageState, notes: list[str]):
+        self.target, self.state, self.notes = target, state, notes
+        self.edits: list[tuple[int, int, str]] = []
+        self.cwd = state.workdir
+
+    def rewrite(self, text: str) -> str:
+        for words in scan(text, keyword_end(text)):
+            self.command(words, command_words(words))
+        if not self.edits:
+            return text
+        for start, end, replacement in sorted(self.edits, reverse=True):
+            text = text[:start] + replacement + text[end:]
+        keyword = re.match(r"\s*\S+", text)
+        assert keyword is not None
+        return text[:keyword.end()] + " " + MOUNT_FLAG + text[keyword.end():]
+
+    def command(self, words: list[Word], cmd: list[Word]) -> None:
+        if not cmd:
+            return
+        name = program(cmd[0])
+        if name in ("cd", "pushd"):
+            self.cwd = resolve(self.cwd, cmd[1].value if len(cmd) > 1 else None)
+        elif name == "popd":
+            self.cwd = None
+        elif name == "git":
+            self.git(words, cmd)
+        elif pip_install_index(cmd) is not None:
+            self.pip(words, cmd, pip_install_index(cmd) or 0)
+        else:
+            self.refuse_downloads(cmd)
+
+    def git(self, words: list[Word], cmd: list[Word]) -> None:
+        subcommand, where = None, self.cwd
+        i = 1
+        while i < len(cmd):
+            value = cmd[i].value
+            if value in GIT_GLOBAL_VALUE_OPTIONS and i + 1 < len(cmd):
+                if value == "-C":
+                    where = resolve(where, cmd[i + 1].value)
+                i += 2
+            elif value.startswith("-"):
+                i += 1
+            else:
+                subcommand = value
+                break
+        if subcommand == "clone":
+            self.clone(words, cmd[i + 1:], where)
+        elif subcommand in GIT_IN_CLONE and within(where, self.state.pinned):
+            self.edits.append((words[0].start, words[-1].end, "true"))
+            self.notes.append(f"neutralised `git {subcommand}` in the pinned source ({where})")
+
+    def clone(self, words: list[Word], args: list[Word], where: str | None) -> None:
+        positional, _ = split_options(args, CLONE_VALUE_OPTIONS)
+        if not positional:
+            return
+        url = positional[0]
+        value = expand(url.value, self.state.variables)
+        if not self.target.is_project_url(value):
+            if "$" in value and self.target.mentions_project(url.raw):
+                raise UnpinnableDockerfile(f"cannot tell which repository `{url.raw}` is; it may be the project")
+            return
+        if len(positional) > 1:
+            dest_raw = positional[1].raw
+            dest = resolve(where, positional[1].value)
+        else:
+            dest_raw = re.sub(r"\.git$", "", value.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+            dest = resolve(where, dest_raw)
+        self.state.pinned.append(dest)
+        copy = f"mkdir -p {dest_raw} && cp -a {SOURCE_MOUNT}/. {dest_raw}"
+        self.edits.append((words[0].start, words[-1].end, copy))
+        self.notes.append(f"pinned `git clone {url.raw}` to the commit's source at {dest or dest_raw}")
+
+    def pip(self, words: list[Word], cmd: list[Word], install_at: int) -> None:
+        args = cmd[install_at + 1:]
+        location = self.target.profile.default_location
+        found = False
+        for i, word in enumerate(args):
+            previous = args[i - 1].value if i else ""
+            if previous in PIP_VALUE_OPTIONS - {"-e", "--editable"}:
+                continue
+            if word.value.startswith("-") and word.value not in ("-e", "--editable"):
+                continue
+            replacement = self.requirement_replacement(word, editable_flag=previous in ("-e", "--editable"))
+            if replacement:
+                self.edits.append((word.start, word.end, replacement))
+                found = True
+        if found:
+            self.edits.append((words[0].start, words[0].start,
+                               f"mkdir -p {location} && cp -a {SOURCE_MOUNT}/. {location} && "))
+            self.state.pinned.append(location)
+
+    def requirement_replacement(self, word: Word, editable_flag: bool) -> str | None:
+        value = word.value
+        extras = ""
+        if self.target.is_project_requirement(value):
+            match = _REQUIREMENT.match(value)
+            assert match is not None
+            extras = f"[{match.group(2)}]" if match.group(2) else ""
+        elif _URL.search(value) and self.target.is_project_url(_URL.search(value).group(0)):
+            extras_match = re.match(r"^[A-Za-z0-9._-]+\s*(\[[^\]]*\])\s*@", value)
+            extras = extras_match.group(1) if extras_match else ""
+        else:
+            return None
+        path = posixpath.join(self.target.profile.default_location, self.target.profile.source_subdir)
+        self.notes.append(f"pinned `pip install {word.raw}` to an editable install of {path}")
+        quoted = f'"{path}{extras}"'
+        return quoted if editable_flag else f"-e {quoted}"
+
+    def refuse_downloads(self, cmd: list[Word]) -> None:
+        if program(cmd[0]) not in ("curl", "wget", "git-lfs", "aria2c"):
+            return
+        for word in cmd[1:]:
+            url = _URL.search(expand(word.value, self.state.variables))
+            if url and self.target.is_project_url(url.group(0)):
+                raise UnpinnableDockerfile(f"`{program(cmd[0])} {word.raw}` downloads the project's code "
+                                           "from the network; the harness cannot pin it")
+
+
+def pip_install_index(cmd: list[Word]) -> int | None:
+    """Index of the `install` word of a pip (or `python -m pip`, `uv pip`) command, else None."""
+    values = [w.value for w in cmd]
+    name = program(cmd[0])
+    if re.fullmatch(r"pip[0-9.]*", name):
+        start = 1
+    elif re.fullmatch(r"python[0-9.]*", name) and values[1:3] == ["-m", "pip"]:
+        start = 3
+    elif name == "uv" and values[1:2] == ["pip"]:
+        start = 2
+    else:
+        return None
+    i = start
+    while i < len(values) and values[i].startswith("-"):
+        i += 2 if values[i] in PIP_VALUE_OPTIONS else 1
+    return i if i < len(values) and values[i] == "install" else None
+
+
+def check_exec_form(inst: Instruction, target: Target) -> None:
+    words = " ".join(inst.value)
+    for url in _URL.findall(words):
+        if target.is_project_url(url):
+            raise UnpinnableDockerfile(f"line {inst.first + 1}: exec-form {inst.cmd} fetches the project "
+                                       f"({url}); write it in shell form so it can be pinned")
+    if inst.cmd == "RUN" and "pip" in words and any(target.is_project_requirement(v) for v in inst.value):
+        raise UnpinnableDockerfile(f"line {inst.first + 1}: exec-form RUN installs the project from an index")
+
+
+def copies_source(inst: Instruction, subdir: str, package: str) -> bool:
+    """A COPY/ADD from the build context that brings the project's source."""
+    if inst.cmd not in ("COPY", "ADD") or any(f.startswith("--from") for f in inst.flags):
+        return False
+    wanted = {".", "", "*", subdir, package}
+    return any(posixpath.normpath(src).strip("./") in wanted or src in (".", "./") for src in inst.value[:-1])
+
+
+def pin_source_report(text: str, profile: Profile, repo_ids: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The Dockerfile with the project's source pinned to the build context, and what was changed."""
+    target = Target(profile, tuple(dict.fromkeys(profile.repo_ids + tuple(normalise_repo(r) for r in repo_ids))))
+    doc = parse(text)
+    notes: list[str] = []
+    states: dict[int, StageState] = {}
+    global_vars: dict[str, str] = {}
+    obtained = False
+    for inst in doc.instructions:
+        state = states.get(inst.stage)
+        if inst.cmd == "FROM":
+            parent = stage_parent(doc, inst.stage)
+            base = states.get(parent) if parent is not None else None
+            state = StageState(base.workdir, dict(base.variables), list(base.pinned)) if base else \
+                StageState(variables=dict(global_vars))
+            states[inst.stage] = state
+        elif state is None:                       # global ARGs before the first FROM
+            global_vars.update(declared_values(inst))
+            continue
+        assert state is not None
+        if inst.cmd == "WORKDIR" and inst.value:
+            state.workdir = resolve(state.workdir, expand(inst.value[0], state.variables))
+        state.variables.update(declared_values(inst))
+        if inst.is_json or inst.cmd in ("ADD", "ONBUILD"):
+            check_exec_form(inst, target)
+        if inst.cmd == "RUN" and not inst.is_json:
+            new = RunRewriter(target, state, notes).rewrite(inst.text)
+            if new != inst.text:
+                doc.replace(inst, new)
+        obtained = obtained or copies_source(inst, profile.source_subdir, profile.package_path)
+    if not any(s.pinned for s in states.values()) and not obtained:
+        install_default(doc, profile)
+        notes.append(f"the Dockerfile never fetches {profile.name}: copied the context to "
+                     f"{profile.default_location} and installed it editable")
+    return doc.render(), notes
+
+
+def install_default(doc: Document, profile: Profile) -> None:
+    """Copy the context to the default location and install it editable, in the final stage."""
+    if doc.final_stage < 0:
+        raise UnpinnableDockerfile("the Dockerfile has no FROM instruction")
+    location = profile.default_location
+    path = posixpath.join(location, profile.source_subdir)
+    lines = [DEFAULT_INSTALL_MARK, f"COPY . {location}",
+             f"RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -e {shlex.quote(path)}"]
+    insert_in_final_stage(doc, "\n".join(lines))
+
+
+def insert_in_final_stage(doc: Document, text: str, after: int = -1) -> None:
+    """Insert before the final stage's first CMD/ENTRYPOINT past `after`, as root; else append."""
+    stage = doc.stage(doc.final_stage)
+    user = None
+    for inst in stage:
+        if inst.cmd in ("CMD", "ENTRYPOINT") and inst.index > after:
+            doc.insert_before(inst, wrap_as_root(text, user))
+            return
+        if inst.cmd == "USER" and inst.value:
+            user = inst.value[0]
+    doc.append(wrap_as_root(text, user))
+
+
+def wrap_as_root(text: str, user: str | None) -> str:
+    if user is None or user in ("root", "0", "0:0"):
+        return text
+    return f"USER root\n{text}\nUSER {user}"

@@ -1,0 +1,136 @@
+"""Shell words: split the text of a RUN into simple commands and words, keeping offsets.
+
+Only as much of the POSIX shell grammar as rewriting needs: quotes, escapes, `$(...)`,
+`${...}`, backticks, line continuations, comments and the operators that end a command.
+Each word keeps its raw text and its offsets, so a rewrite replaces exactly that text.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "time"}
+PREFIXES = {"sudo", "exec", "command", "nohup", "env"}
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_OPERATORS = ("&&", "||", ";;", ";", "|", "&", "(", ")", "\n")
+
+
+@dataclass(frozen=True)
+class Word:
+    raw: str
+    start: int
+    end: int
+
+    @property
+    def value(self) -> str:
+        """The word with quotes and escapes removed; variables stay as written."""
+        try:
+            parts = shlex.split(self.raw.replace("\\\n", ""))
+        except ValueError:
+            return self.raw
+        return parts[0] if len(parts) == 1 else self.raw
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(c in self.raw for c in "$`")
+
+
+def _skip_quoted(text: str, pos: int) -> int:
+    """Offset just past the quoted or substituted region that starts at pos."""
+    char = text[pos]
+    if char == "'":
+        end = text.find("'", pos + 1)
+        return len(text) if end < 0 else end + 1
+    if char in '"`':
+        i = pos + 1
+        while i < len(text) and text[i] != char:
+            if text[i] == "\\":
+                i += 1
+            elif char == '"' and (text.startswith("$(", i) or text.startswith("${", i)):
+                i = _skip_quoted(text, i) - 1
+            i += 1
+        return min(i + 1, len(text))
+    # $( ... ) or ${ ... }: balance the brackets, honouring quotes inside
+    opener, closer = text[pos + 1], ")" if text[pos + 1] == "(" else "}"
+    depth, i = 0, pos + 1
+    while i < len(text):
+        c = text[i]
+        if c in "'\"`":
+            i = _skip_quoted(text, i)
+            continue
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == opener) - (c == closer)
+        i += 1
+        if depth == 0:
+            return i
+    return len(text)
+
+
+def scan(text: str, start: int = 0) -> list[list[Word]]:
+    """Simple commands of a shell text, each a list of words with offsets into text."""
+    commands: list[list[Word]] = [[]]
+    word_start, i = None, start
+
+    def end_word(at: int) -> None:
+        nonlocal word_start
+        if word_start is not None:
+            commands[-1].append(Word(text[word_start:at], word_start, at))
+            word_start = None
+
+    while i < len(text):
+        c = text[i]
+        if text.startswith("\\\n", i):
+            end_word(i)
+            i += 2
+        elif c == "\\":
+            word_start = i if word_start is None else word_start
+            i += 2
+        elif c in " \t\r":
+            end_word(i)
+            i += 1
+        elif c == "#" and word_start is None:
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+        elif c in "'\"`" or (c == "$" and text[i + 1:i + 2] in ("(", "{")):
+            word_start = i if word_start is None else word_start
+            i = _skip_quoted(text, i)
+        elif c == "&" and (text[i - 1:i] in "<>" and i > start or text[i + 1:i + 2] == ">"):
+            word_start = i if word_start is None else word_start     # 2>&1, &>file
+            i += 1
+        elif any(text.startswith(op, i) for op in _OPERATORS):
+            end_word(i)
+            op = next(op for op in _OPERATORS if text.startswith(op, i))
+            if commands[-1]:
+                commands.append([])
+            i += len(op)
+        else:
+            word_start = i if word_start is None else word_start
+            i += 1
+    end_word(len(text))
+    return [c for c in commands if c]
+
+
+def command_words(words: list[Word]) -> list[Word]:
+    """The words from the command name on: reserved words, assignments and sudo/env dropped."""
+    rest = list(words)
+    while rest:
+        head = rest[0].raw
+        if head in RESERVED or _ASSIGNMENT.match(head):
+            rest.pop(0)
+        elif head in PREFIXES:
+            rest.pop(0)
+            while rest and rest[0].raw.startswith("-"):
+                rest.pop(0)
+        else:
+            break
+    if rest and rest[0].raw in ("for", "case", "in", "esac", "done", "fi"):
+        return []
+    return rest
+
+
+def program(word: Word) -> str:
+    """Base name of the command word: `/usr/bin/python3` -> `python3`."""
+    return word.value.rsplit("/", 1)[-1]

@@ -1,0 +1,111 @@
+"""A miniature SGLang made on disk: a real git repository with history and a real-style Dockerfile.
+
+Its Dockerfile follows the shape of the real ones in ../shared/data/sglang/: it clones
+`https://github.com/sgl-project/sglang.git` with `--depth=1` inside a longer `&&` chain,
+`cd`s into the clone and installs `python[all]` editable. Nothing is downloaded: the base
+image comes from the FROM map, and pip installs with no dependencies and no build isolation.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "sglang"
+version = "0.0.1"
+requires-python = ">=3.8"
+
+[project.optional-dependencies]
+all = []
+
+[tool.setuptools.packages.find]
+include = ["sglang*"]
+"""
+
+DOCKERFILE = """\
+ARG CUDA_VERSION=12.4.1
+
+FROM nvcr.io/nvidia/tritonserver:24.04-py3-min
+
+ARG BUILD_TYPE=all
+ENV DEBIAN_FRONTEND=noninteractive
+
+RUN echo "dependencies of the image, slow in real life" > /opt/deps.txt{deps_step}
+
+WORKDIR /sgl-workspace
+
+RUN python3 -m pip --version \\
+    && git clone --depth=1 https://github.com/sgl-project/sglang.git \\
+    && cd sglang \\
+    && python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e "python[${{BUILD_TYPE}}]"
+
+ENV DEBIAN_FRONTEND=interactive
+"""
+
+
+def dockerfile(deps_step: str = "") -> str:
+    return DOCKERFILE.format(deps_step=f" \\\n    && {deps_step}" if deps_step else "")
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
+                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                               "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin",
+                               "HOME": str(repo)})
+    return done.stdout.strip()
+
+
+@dataclass
+class MiniRepo:
+    path: Path
+    commits: list[str] = field(default_factory=list)
+
+    def write(self, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+
+    def commit(self, message: str, files: dict[str, str]) -> str:
+        self.write(files)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "-m", message)
+        sha = git(self.path, "rev-parse", "HEAD")
+        self.commits.append(sha)
+        return sha
+
+
+def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0) -> MiniRepo:
+    """Two commits, parent then child, differing in one line of one module."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    files = {
+        "README.md": "mini sglang\n",
+        "python/pyproject.toml": PYPROJECT,
+        "python/sglang/__init__.py": "from sglang.version import __version__\n",
+        "python/sglang/version.py": '__version__ = "0.0.1"\n',
+        "python/sglang/srt/__init__.py": "",
+        "python/sglang/srt/scheduler.py": "BATCH = 8\n",
+        "docker/Dockerfile": dockerfile(deps_step),
+    }
+    files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
+    repo.commit("parent: first version", files)
+    repo.commit("child: bigger batches", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
+    return repo
+
+
+def record(human: str, parent: str, **extra: object) -> str:
+    """One dataset line in the SGLang tracking format (Dockerfiles taken from each commit's tree)."""
+    data = {"commit_hash": human, "parent_commit": parent, "repo": "sglang", "has_dockerfile": True,
+            "dockerfile_path": "docker/Dockerfile", "dockerfile_content": None,
+            "parent_dockerfile_path": "docker/Dockerfile", "parent_dockerfile_content": None}
+    data.update(extra)
+    return json.dumps(data)
