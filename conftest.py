@@ -10,7 +10,7 @@ import pytest
 from helpers import dataset, report
 from helpers.config import make_config
 from helpers.errors import ConfigError, DatasetInvalid, HarnessError, InfraError
-from helpers.pipeline import Harness
+from helpers.pipeline import Harness, Produced
 
 ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
@@ -152,8 +152,12 @@ def harness(pytestconfig: pytest.Config) -> Harness:
 
 
 @pytest.fixture
-def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
-    """The image of one commit: built, tagged and pushed (or found, with --verify-only)."""
+def commit_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Produced:
+    """The image of one commit: built, tagged and pushed (or found, with --verify-only).
+
+    A failure is kept, not raised here, so that the test reports it as the commit's failure
+    (pytest's "failed") rather than as a broken fixture ("error").
+    """
     def record(name: str, value: object) -> None:
         request.node.user_properties.append((name, str(value)))
 
@@ -161,5 +165,8 @@ def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
     if commit.sha:
         record("sha", commit.sha)
     if isinstance(commit, dataset.InvalidEntry):
-        raise DatasetInvalid(commit.reason)
-    return harness.produce(commit, record)
+        return Produced(error=DatasetInvalid(commit.reason))
+    try:
+        return Produced(image=harness.produce(commit, record))
+    except HarnessError as e:
+        return Produced(error=e)

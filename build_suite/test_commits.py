@@ -3,8 +3,9 @@ from helpers.pipeline import require_all
 
 
 def test_commit(commit_image, harness, record_property):
-    """Built, tagged and pushed by the fixture; here every verification check is asserted."""
-    results = harness.verify(commit_image)
+    """The fixture built, tagged and pushed the image; here it must exist and pass every check."""
+    image = commit_image.get()
+    results = harness.verify(image)
     for result in results:
         record_property(f"check.{result.category}", result.line())
     require_all(results)

@@ -143,6 +143,9 @@ def read_records(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str]]
 
 def commits_of(number: int, record: dict) -> Iterator[Entry]:
     """The human commit and the parent commit of one record, each valid or invalid on its own."""
+    if record.get("commit_hash") is None:
+        yield InvalidEntry(number, f"line {number}: record has no commit_hash")
+        return
     for role in ROLES:
         sha_key = ROLE_KEYS[role][0]
         if role == "parent" and record.get(sha_key) is None:
@@ -150,10 +153,7 @@ def commits_of(number: int, record: dict) -> Iterator[Entry]:
         try:
             sha = check_sha(record.get(sha_key))
         except ValueError as e:
-            if role == "human" and sha_key not in record:
-                yield InvalidEntry(number, f"line {number}: record has no {sha_key}")
-            else:
-                yield InvalidEntry(number, f"line {number}: {sha_key}: {e}")
+            yield InvalidEntry(number, f"line {number}: {sha_key}: {e}")
             continue
         try:
             yield CommitSpec(sha, (role,), dockerfile_source(record, role), number)

@@ -19,7 +19,7 @@ import requests
 from helpers import build, publish, render, source, verify
 from helpers.config import HarnessConfig
 from helpers.dataset import CommitSpec
-from helpers.errors import InfraError, VerificationFailed
+from helpers.errors import HarnessError, InfraError, VerificationFailed
 
 Record = Callable[[str, object], None]
 HARNESS_LABEL = "commit-image-harness.session"
@@ -35,6 +35,20 @@ class BuiltImage:
     build_seconds: float | None = None
     patched: dict[str, bytes] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What producing an image gave: the image, or the failure that stopped it."""
+
+    image: BuiltImage | None = None
+    error: HarnessError | None = None
+
+    def get(self) -> BuiltImage:
+        if self.error is not None:
+            raise self.error
+        assert self.image is not None
+        return self.image
 
 
 class Harness:

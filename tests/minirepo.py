@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,16 @@ class MiniRepo:
 
 
 def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0) -> MiniRepo:
-    """Two commits, parent then child, differing in one line of one module."""
+    """Two commits, parent then child, differing in one line of one module.
+
+    The README carries a random salt so that no two repositories share BuildKit cache entries
+    for their source: a test sees its own builds, not an earlier test's.
+    """
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
     repo = MiniRepo(path)
     files = {
-        "README.md": "mini sglang\n",
+        "README.md": f"mini sglang {uuid.uuid4().hex}\n",
         "python/pyproject.toml": PYPROJECT,
         "python/sglang/__init__.py": "from sglang.version import __version__\n",
         "python/sglang/version.py": '__version__ = "0.0.1"\n',

@@ -117,6 +117,7 @@ class RunRewriter:
     def __init__(self, target: Target, state: StageState, notes: list[str]):
         self.target, self.state, self.notes = target, state, notes
         self.edits: list[tuple[int, int, str]] = []
+        self.copies = False              # a copy of the context was inserted: the RUN needs the mount
         self.cwd = state.workdir
 
     def rewrite(self, text: str) -> str:
@@ -126,6 +127,8 @@ class RunRewriter:
             return text
         for start, end, replacement in sorted(self.edits, reverse=True):
             text = text[:start] + replacement + text[end:]
+        if not self.copies:
+            return text
         keyword = re.match(r"\s*\S+", text)
         assert keyword is not None
         return text[:keyword.end()] + " " + MOUNT_FLAG + text[keyword.end():]
@@ -182,6 +185,7 @@ class RunRewriter:
             dest_raw = re.sub(r"\.git$", "", value.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
             dest = resolve(where, dest_raw)
         self.state.pinned.append(dest)
+        self.copies = True
         copy = f"mkdir -p {dest_raw} && cp -a {SOURCE_MOUNT}/. {dest_raw}"
         self.edits.append((words[0].start, words[-1].end, copy))
         self.notes.append(f"pinned `git clone {url.raw}` to the commit's source at {dest or dest_raw}")
@@ -201,6 +205,7 @@ class RunRewriter:
                 self.edits.append((word.start, word.end, replacement))
                 found = True
         if found:
+            self.copies = True
             self.edits.append((words[0].start, words[0].start,
                                f"mkdir -p {location} && cp -a {SOURCE_MOUNT}/. {location} && "))
             self.state.pinned.append(location)

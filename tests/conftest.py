@@ -1,0 +1,134 @@
+"""Fixtures of the harness's own tests: a real engine, a real registry, real git repositories."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+# testcontainers reads these when imported. Its reaper image cannot be pulled offline, and on a
+# host that looks like a container it would report the bridge gateway, to which Docker refuses
+# plain-HTTP pushes; loopback is what a push accepts without TLS.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "localhost")
+
+import docker  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers.report import Outcome, read_junit, read_status  # noqa: E402
+from tests.minirepo import MiniRepo, make_repo, record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-base:bookworm")
+BASE_MAP = f"nvcr.io/*={BASE_IMAGE}"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:
+        pytest.fail(f"these tests need a Docker engine (run `bash .ci/setup`): {e}", pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient) -> str:
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash .ci/setup`", pytrace=False)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client: docker.DockerClient) -> str:
+    """A real registry (CNCF distribution) on loopback, started with testcontainers."""
+    from testcontainers.community.registry import DockerRegistryContainer
+    with DockerRegistryContainer("registry:2") as container:
+        yield container.get_registry()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"the shared field data is expected at {SHARED}", pytrace=False)
+    return SHARED
+
+
+@pytest.fixture
+def mini_repo(tmp_path: Path) -> MiniRepo:
+    return make_repo(tmp_path / "sglang")
+
+
+@dataclass
+class HarnessRun:
+    """One run of the build suite in a subprocess, exactly as a user starts it."""
+
+    returncode: int
+    output: str
+    workdir: Path
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        junit = self.workdir / "reports" / "junit.xml"
+        return {o.sha: o for o in read_junit(junit)} if junit.exists() else {}
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return read_status(self.workdir / "status")
+
+    def log(self, sha: str) -> str:
+        return (self.workdir / "logs" / f"{sha}.log").read_text()
+
+
+class Runner:
+    """Runs `pytest` on the build suite with every output in a private folder."""
+
+    def __init__(self, workdir: Path, registry: str, image_name: str):
+        self.workdir, self.registry, self.image_name = workdir, registry, image_name
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.dataset = workdir / "dataset.jsonl"
+        self.blacklist = workdir / "blacklist.txt"
+
+    def write_dataset(self, *lines: str) -> None:
+        self.dataset.write_text("\n".join(lines) + "\n")
+
+    def args(self, repo: Path) -> list[str]:
+        w = self.workdir
+        return [f"--dataset={self.dataset}", f"--blacklist={self.blacklist}", f"--repo-url={repo}",
+                f"--cache-dir={w / 'cache'}", f"--log-dir={w / 'logs'}", f"--status-dir={w / 'status'}",
+                f"--junitxml={w / 'reports' / 'junit.xml'}", f"--registry={self.registry}", "--namespace=test",
+                f"--image-name={self.image_name}", f"--base-image-map={BASE_MAP}", "-o", f"cache_dir={w / 'cache'}",
+                "-p", "no:randomly"]
+
+    def run(self, repo: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 600) -> HarnessRun:
+        argv = [sys.executable, "-m", "pytest", *self.args(repo), *extra]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        return HarnessRun(done.returncode, done.stdout + done.stderr, self.workdir)
+
+    def ref(self, sha: str) -> str:
+        return f"{self.registry}/test/{self.image_name}:{sha}"
+
+
+@pytest.fixture
+def harness_runner(tmp_path: Path, registry: str, base_image: str, docker_client: docker.DockerClient):
+    """A Runner with its own image name; its images are removed afterwards."""
+    image_name = f"mini-sglang-{uuid.uuid4().hex[:8]}"
+    yield Runner(tmp_path / "run", registry, image_name)
+    for image in docker_client.images.list(name=f"{registry}/test/{image_name}"):
+        for tag in image.tags:
+            docker_client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def pair_dataset(harness_runner: Runner, mini_repo: MiniRepo) -> tuple[str, str]:
+    parent, child = mini_repo.commits
+    harness_runner.write_dataset(record(child, parent))
+    return parent, child

@@ -1,0 +1,146 @@
+"""Dataset parsing: records, roles, Dockerfile sources, bad lines, the blacklist."""
+import json
+
+import pytest
+
+from helpers.dataset import (CommitSpec, DockerfileSource, InvalidEntry, check_dockerfile_path, check_sha,
+                             load_plan, parse_blacklist, parse_dataset)
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+
+
+def line(**fields) -> str:
+    return json.dumps(fields)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (A, A),
+    ("ABCDEF1", "abcdef1"),
+    ("  " + B + "\n", B),
+])
+def test_check_sha_accepts(value, expected):
+    assert check_sha(value) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("xyz1234", "not hexadecimal"),
+    ("abc", "7 to 40"),
+    ("a" * 41, "7 to 40"),
+    ("", "empty"),
+    (None, "must be a string"),
+    (1234567, "must be a string"),
+    ("éé12345", "not hexadecimal"),
+])
+def test_check_sha_rejects(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_sha(value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("docker/Dockerfile", "docker/Dockerfile"),
+    ("./docker//Dockerfile", "docker/Dockerfile"),
+    ("a/../Dockerfile", "Dockerfile"),
+])
+def test_dockerfile_path_accepts(value, expected):
+    assert check_dockerfile_path(value) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("/etc/passwd", "absolute"),
+    ("../outside/Dockerfile", "climbs out"),
+    ("docker/../../x", "climbs out"),
+    ("", "non-empty"),
+    ("a\\b", "backslash"),
+])
+def test_dockerfile_path_rejects(value, message):
+    with pytest.raises(ValueError, match=message):
+        check_dockerfile_path(value)
+
+
+def test_record_yields_human_then_parent_with_their_dockerfiles():
+    entries = parse_dataset([line(commit_hash=A, parent_commit=B, dockerfile_content="FROM x\n",
+                                  parent_dockerfile_path="docker/Dockerfile")])
+    assert entries == [CommitSpec(A, ("human",), DockerfileSource(content="FROM x\n"), 1),
+                       CommitSpec(B, ("parent",), DockerfileSource(path="docker/Dockerfile"), 1)]
+
+
+def test_content_wins_over_path_and_missing_both_means_profile_candidates():
+    entries = parse_dataset([line(commit_hash=A, dockerfile_content="FROM y", dockerfile_path="x/Dockerfile",
+                                  parent_commit=B, parent_dockerfile_content=None, parent_dockerfile_path=None)])
+    assert entries[0].dockerfile == DockerfileSource(content="FROM y")
+    assert entries[1].dockerfile == DockerfileSource()
+    assert entries[1].dockerfile.describe() == "profile candidates"
+
+
+def test_shared_commits_are_built_once_with_all_their_roles():
+    entries = parse_dataset([line(commit_hash=A, parent_commit=B), line(commit_hash=C, parent_commit=A)])
+    assert [(e.sha, e.roles) for e in entries] == [(A, ("human", "parent")), (B, ("parent",)), (C, ("human",))]
+    assert entries[0].test_id == f"human+parent-{A}"
+
+
+def test_bad_lines_fail_alone_with_their_line_numbers():
+    lines = [line(commit_hash=A), "{not json", "[1, 2]", line(parent_commit=B), "", line(commit_hash=C)]
+    entries = parse_dataset(lines)
+    invalid = [e for e in entries if isinstance(e, InvalidEntry)]
+    assert [e.sha for e in entries if isinstance(e, CommitSpec)] == [A, C]
+    assert [(e.line, e.reason.split(":")[0]) for e in invalid] == [(2, "line 2 is not JSON"),
+                                                                     (3, "line 3 is a JSON list, not an object"),
+                                                                     (4, "line 4")]
+    assert "no commit_hash" in invalid[2].reason
+    assert invalid[0].test_id == "dataset-line2-invalid"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"dockerfile_content": ""}, "empty"),
+    ({"dockerfile_content": "FROM x\n\x00"}, "NUL"),
+    ({"dockerfile_content": "#" * (1024 * 1024 + 1)}, "over the 1 MiB limit"),
+    ({"dockerfile_path": "/abs/Dockerfile"}, "absolute"),
+    ({"dockerfile_path": "../../Dockerfile"}, "climbs out"),
+    ({"dockerfile_content": 12}, "must be a string"),
+])
+def test_bad_dockerfile_fields_fail_that_commit_only(fields, message):
+    entries = parse_dataset([line(commit_hash=A, parent_commit=B, **fields)])
+    bad, parent = entries
+    assert isinstance(bad, InvalidEntry) and bad.sha == A and message in bad.reason
+    assert bad.test_id == f"human-{A}"
+    assert isinstance(parent, CommitSpec) and parent.sha == B
+
+
+def test_bad_parent_sha_fails_only_the_parent():
+    entries = parse_dataset([line(commit_hash=A, parent_commit="zz-not-a-sha")])
+    assert isinstance(entries[0], CommitSpec)
+    assert isinstance(entries[1], InvalidEntry) and "parent_commit" in entries[1].reason
+
+
+def test_duplicate_record_is_flagged_and_built_once():
+    entries = parse_dataset([line(commit_hash=A, parent_commit=B), line(commit_hash=A, parent_commit=B)])
+    assert [type(e).__name__ for e in entries] == ["CommitSpec", "CommitSpec", "InvalidEntry"]
+    assert "duplicate of the record on line 1" in entries[2].reason
+
+
+def test_non_ascii_text_is_just_data():
+    entries = parse_dataset([line(commit_hash=A, commit_subject="⚡ faster 調整", dockerfile_content="FROM x # é\n")])
+    assert entries[0].dockerfile.content == "FROM x # é\n"
+
+
+def test_blacklist_comments_prefixes_and_garbage():
+    shas, garbage = parse_blacklist(["# header", A + "  # flaky", "", "bbbbbbb", "not-a-sha", "12"])
+    assert shas == {A, "bbbbbbb"}
+    assert [g.line for g in garbage] == [5, 6]
+    assert garbage[0].test_id == "blacklist-line5-invalid"
+
+
+def test_load_plan_drops_blacklisted_commits(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(line(commit_hash=A, parent_commit=B) + "\n")
+    blacklist = tmp_path / "b.txt"
+    blacklist.write_text(B[:10] + "\n")
+    plan = load_plan(data, blacklist)
+    assert [e.sha for e in plan.entries] == [A]
+    assert plan.blacklisted == (B,)
+
+
+def test_shared_dataset_has_93_distinct_commits(shared_data):
+    plan = load_plan(shared_data / "sglang" / "sglang_track_all.json", shared_data / "sglang" / "blacklist.txt")
+    assert len(plan.entries) == 93
+    assert all(isinstance(e, CommitSpec) for e in plan.entries)

@@ -1,0 +1,131 @@
+"""End to end: the build suite run as a user runs it, on a miniature SGLang with real history,
+building with BuildKit, pushing to a real registry and verifying the images."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+
+import docker
+import pytest
+import requests
+
+from helpers.publish import MANIFEST_TYPES
+from tests.minirepo import record
+
+pytestmark = pytest.mark.docker
+
+
+def test_pair_is_built_pushed_and_verified(harness_runner, pair_dataset, mini_repo):
+    parent, child = pair_dataset
+    run = harness_runner.run(mini_repo.path)
+    assert run.returncode == 0, run.output
+    outcomes = run.outcomes
+    assert {sha: o.status for sha, o in outcomes.items()} == {child: "success", parent: "success"}
+    for sha, role in ((child, "human"), (parent, "parent")):
+        props = outcomes[sha].properties
+        assert props["roles"] == role and props["image"] == harness_runner.ref(sha)
+        assert float(props["build_seconds"]) > 0
+        served = requests.head(f"http://{harness_runner.registry}/v2/test/{harness_runner.image_name}/manifests/{sha}",
+                               headers={"Accept": MANIFEST_TYPES}, timeout=10)
+        assert served.headers["Docker-Content-Digest"] == props["digest"]
+        assert props["check.verify_source_mismatch"].startswith("ok")
+        assert "pinned `git clone https://github.com/sgl-project/sglang.git`" in run.log(sha)
+    assert run.statuses == {child: "success", parent: "success"}
+    success = (harness_runner.workdir / "status" / "success.txt").read_text().splitlines()
+    assert success[0] == "# SUCCESS: 2 commits"
+
+
+def test_second_commit_reuses_every_step_before_the_source_copy(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    harness_runner.write_dataset(record(parent, None))
+    first = harness_runner.run(mini_repo.path, "--no-push")
+    assert first.returncode == 0, first.output
+    harness_runner.write_dataset(record(child, None))
+    second = harness_runner.run(mini_repo.path, "--no-push")
+    assert second.returncode == 0, second.output
+    steps = re.findall(r"^#(\d+) (\[\d+/\d+\] .*)$", second.log(child), re.M)
+    cached = set(re.findall(r"^#(\d+) CACHED$", second.log(child), re.M))
+    runs = [(number, name) for number, name in steps if "] RUN " in name]
+    before_copy = [pair for pair in runs[:next(i for i, (_, n) in enumerate(runs) if "harness-src" in n)]]
+    assert before_copy, runs
+    assert all(number in cached for number, _ in before_copy), (before_copy, cached)
+    assert not any(number in cached for number, name in runs if "harness-src" in name)
+
+
+def test_image_of_another_commit_dressed_as_this_one_fails_source_mismatch(
+        harness_runner, pair_dataset, mini_repo, docker_client):
+    parent, child = pair_dataset
+    built = harness_runner.run(mini_repo.path, "--no-push", "-k", parent)
+    assert built.returncode == 0, built.output
+    forge(docker_client, harness_runner.ref(parent), harness_runner.ref(child), child)
+    run = harness_runner.run(mini_repo.path, "--verify-only", "-k", child)
+    assert run.returncode == 1
+    outcome = run.outcomes[child]
+    assert outcome.status == "verify_source_mismatch"
+    assert outcome.properties["check.verify_label"].startswith("ok")
+    assert outcome.properties["check.verify_proof_file"].startswith("ok")
+    assert "differ (1): srt/scheduler.py" in outcome.message
+    assert run.statuses == {child: "verify_source_mismatch", parent: "success"}
+
+
+def forge(client: docker.DockerClient, source_ref: str, target_ref: str, claimed_sha: str) -> None:
+    """An image FROM another commit's image, with this commit's label, proof file and tag."""
+    dockerfile = (f"FROM {source_ref}\nLABEL org.opencontainers.image.revision={claimed_sha}\n"
+                  f"RUN echo {claimed_sha} > /opt/sglang_commit.txt\n")
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=target_ref, rm=True)
+
+
+def test_parallel_run_with_two_workers(harness_runner, pair_dataset, mini_repo):
+    parent, child = pair_dataset
+    run = harness_runner.run(mini_repo.path, "-n", "2")
+    assert run.returncode == 0, run.output
+    assert "2 workers" in run.output
+    assert {o.status for o in run.outcomes.values()} == {"success"}
+    fetched_by = list((harness_runner.workdir / "cache" / "mirrors").glob("*.git/harness-fetched-by"))
+    assert len(fetched_by) == 1
+
+
+def test_last_failed_reruns_only_the_failed_commits(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    harness_runner.write_dataset(record(child, parent), record(missing, None))
+    first = harness_runner.run(mini_repo.path, "--no-push")
+    assert first.returncode == 1
+    assert first.outcomes[missing].status == "commit_not_found"
+    assert "is not in" in first.outcomes[missing].message
+    again = harness_runner.run(mini_repo.path, "--no-push", "--lf")
+    assert set(again.outcomes) == {missing}, again.output
+    assert again.statuses == {child: "success", parent: "success", missing: "commit_not_found"}
+
+
+def test_line_that_is_not_json_fails_only_its_record(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    harness_runner.dataset.write_text(record(child, parent) + "\n{this is not json\n")
+    run = harness_runner.run(mini_repo.path, "--no-push")
+    assert run.returncode == 1
+    junit = (harness_runner.workdir / "reports" / "junit.xml").read_text()
+    assert 'name="test_commit[dataset-line2-invalid]"' in junit
+    assert "[dataset_invalid] line 2 is not JSON" in junit
+    assert {o.status for o in run.outcomes.values()} == {"success"}
+    assert "2 passed" in run.output and "1 failed" in run.output
+
+
+def test_missing_dockerfile_and_unpinnable_dockerfile_are_categorised(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    unpinnable = 'FROM nvcr.io/x\nRUN ["git", "clone", "https://github.com/sgl-project/sglang.git"]\n'
+    harness_runner.write_dataset(
+        json.dumps({"commit_hash": child, "dockerfile_path": "no/such/Dockerfile"}),
+        json.dumps({"commit_hash": parent, "dockerfile_content": unpinnable}))
+    run = harness_runner.run(mini_repo.path, "--no-push")
+    assert {sha: o.status for sha, o in run.outcomes.items()} == {child: "dockerfile_missing",
+                                                                   parent: "unpinnable_dockerfile"}
+    assert run.statuses == {child: "dockerfile_missing", parent: "unpinnable_dockerfile"}

@@ -1,0 +1,51 @@
+"""Identity declared late: the build arg right before its first use, the proof file late in the final stage."""
+import pytest
+
+from helpers.profiles import SGLANG
+from helpers.render import declare_identity
+from helpers.render.identity import proof_step
+
+PROOF = proof_step(SGLANG)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("FROM base\nRUN a\n", f"FROM base\nRUN a\n\nARG SGLANG_COMMIT\n{PROOF}\n"),
+    # an early declaration (the old recipe) moves down to the proof file
+    ("FROM base\nARG SGLANG_COMMIT\nRUN slow\nRUN b\n",
+     f"FROM base\n\nRUN slow\nRUN b\n\nARG SGLANG_COMMIT\n{PROOF}\n"),
+    ("FROM base\nARG A=1 SGLANG_COMMIT=main B\nRUN b\n",
+     f"FROM base\nARG A=1 B\nRUN b\n\nARG SGLANG_COMMIT\n{PROOF}\n"),
+    # before the first CMD / ENTRYPOINT of the final stage
+    ('FROM base\nRUN a\nENTRYPOINT ["x"]\nCMD ["y"]\n',
+     f'FROM base\nRUN a\nARG SGLANG_COMMIT\n{PROOF}\nENTRYPOINT ["x"]\nCMD ["y"]\n'),
+    # only the final stage gets the proof file
+    ("FROM base AS build\nCMD a\nFROM base\nCOPY --from=build /x /x\n",
+     f"FROM base AS build\nCMD a\nFROM base\nCOPY --from=build /x /x\n\nARG SGLANG_COMMIT\n{PROOF}\n"),
+    # a non-root user gets root for the write, then back
+    ("FROM base\nUSER app\nCMD x\n", f"FROM base\nUSER app\nUSER root\nARG SGLANG_COMMIT\n{PROOF}\nUSER app\nCMD x\n"),
+    # a RUN that uses the arg earlier gets the declaration right before it
+    ("FROM base\nRUN slow\nRUN echo $SGLANG_COMMIT > /x\nRUN c\n",
+     f"FROM base\nRUN slow\nARG SGLANG_COMMIT\nRUN echo $SGLANG_COMMIT > /x\nRUN c\n\n{PROOF}\n"),
+    # a FROM that uses it needs a global declaration
+    ("FROM img:${SGLANG_COMMIT}\nRUN a\n",
+     f"ARG SGLANG_COMMIT\nFROM img:${{SGLANG_COMMIT}}\nRUN a\n\nARG SGLANG_COMMIT\n{PROOF}\n"),
+])
+def test_identity_is_declared_late(text, expected):
+    assert declare_identity(text, SGLANG) == expected
+
+
+def test_proof_file_comes_after_the_source_install_even_past_a_cmd():
+    text = ('FROM base\nCMD ["a"]\nRUN --mount=type=bind,source=.,target=/tmp/harness-src cp -a /tmp/harness-src/. /s\n'
+            'ENTRYPOINT ["b"]\n')
+    rendered = declare_identity(text, SGLANG)
+    assert rendered.endswith(f"/s\nARG SGLANG_COMMIT\n{PROOF}\nENTRYPOINT [\"b\"]\n")
+
+
+def test_proof_step_refuses_an_empty_commit_and_writes_the_full_sha():
+    assert PROOF == ('RUN test -n "$SGLANG_COMMIT" && mkdir -p /opt && '
+                     "printf '%s\\n' \"$SGLANG_COMMIT\" > /opt/sglang_commit.txt")
+
+
+def test_heredoc_content_is_untouched():
+    text = 'FROM base\nCOPY <<-"EOF" /x\nline\n\n\n\nEOF\nRUN a\n'
+    assert declare_identity(text, SGLANG).startswith('FROM base\nCOPY <<-"EOF" /x\nline\n\n\n\nEOF\nRUN a\n')
