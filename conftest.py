@@ -60,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.harness_config = None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(SessionIdToWorkers(), "harness-xdist")
-    if not is_build_run(config):
+    if not is_build_run(config) or config.option.help:
         return
     options = {key: config.getoption(key) for key in OPTION_KEYS}
     options["collect_only"] = config.option.collectonly
@@ -94,7 +94,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.harness_config is None or config.option.collectonly or hasattr(config, "workerinput"):
         return
     try:
-        Harness(config.harness_config).docker
+        Harness(config.harness_config).check_engine()
     except InfraError as e:
         pytest.exit(f"stopping before any commit: {e.message}", returncode=3)
 

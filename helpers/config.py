@@ -95,7 +95,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         build_timeout=positive("--build-timeout", float(options.get("build_timeout") or 7200)),
         verify_timeout=positive("--verify-timeout", float(options.get("verify_timeout") or 600)),
         git_timeout=positive("--git-timeout", float(options.get("git_timeout") or 1800)),
-        push_retries=int(options.get("push_retries") if options.get("push_retries") is not None else 3),
+        push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Union
 
 ROLES = ("human", "parent")
 # (sha key, content key, path key) for each role of a tracking record.
@@ -66,7 +67,7 @@ class InvalidEntry:
         return f"{self.source}-line{self.line}-invalid"
 
 
-Entry = Union[CommitSpec, InvalidEntry]
+Entry = Union[CommitSpec, InvalidEntry]  # noqa: UP007 (a runtime alias; `|` needs 3.10 objects)
 
 
 @dataclass(frozen=True)

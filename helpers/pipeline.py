@@ -8,10 +8,10 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import docker
 import requests
@@ -64,6 +64,10 @@ class Harness:
             return client
         except (docker.errors.DockerException, requests.RequestException) as e:
             raise InfraError(f"the Docker engine at {engine_endpoint()} does not answer: {e}") from e
+
+    def check_engine(self) -> None:
+        """Raise InfraError naming the endpoint when the engine does not answer."""
+        self.docker.ping()
 
     @cached_property
     def driver(self) -> build.Driver:

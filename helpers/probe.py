@@ -63,8 +63,9 @@ def main(args):
     facts.update(distribution_facts(args["distribution"]))
     try:
         module = __import__(args["import_name"])
-        if getattr(module, "__file__", None):
-            facts["module_file"] = os.path.realpath(module.__file__)
+        module_file = getattr(module, "__file__", None)
+        if module_file:
+            facts["module_file"] = os.path.realpath(module_file)
         else:
             facts["import_error"] = "%s imported as a namespace package from %s, not from its source" % (
                 args["import_name"], list(getattr(module, "__path__", [])))

@@ -33,7 +33,7 @@ class Profile:
         """Normalised forms of the project's repository, for recognising clones of it."""
         return (normalise_repo(self.repo_url),)
 
-    def validate(self) -> "Profile":
+    def validate(self) -> Profile:
         """Raise ConfigError naming the first value that cannot work."""
         checks = [
             (bool(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.image_name)),

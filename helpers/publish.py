@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import docker
 import docker.auth
@@ -73,8 +73,9 @@ def resolve_credentials(registry: str, environ: dict[str, str] | None = None) ->
         found = docker.auth.load_config().resolve_authconfig(key)
     except Exception:                      # a broken credential helper must not stop a run
         found = None
-    if found and found.get("Username") and found.get("Password"):
-        return Credentials(found["Username"], found["Password"])
+    found = {k.lower(): v for k, v in (found or {}).items()}     # config files and helpers differ in case
+    if found.get("username") and found.get("password"):
+        return Credentials(found["username"], found["password"])
     return None
 
 

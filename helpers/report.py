@@ -54,8 +54,8 @@ def read_junit(path: Path) -> list[Outcome]:
         if problem is not None:
             status = props.get("category") or "infra_error"
             message = problem.get("message", "") or (problem.text or "")
-        elif case.find("skipped") is not None:
-            status, message = "skipped", (case.find("skipped").get("message", "") or "")
+        elif (skipped := case.find("skipped")) is not None:
+            status, message = "skipped", skipped.get("message", "")
         else:
             status, message = SUCCESS, ""
         outcomes.append(Outcome(props["sha"], status, case.get("name", ""), props, message))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import docker
 import requests
@@ -131,9 +131,10 @@ def check_editable_install(facts: Facts, want: Expected) -> CheckResult:
         return CheckResult("verify_editable_install", False, f"{want.profile.distribution}: {reason}")
     editable = bool((direct_url.get("dir_info") or {}).get("editable"))
     source, module = probe.get("source_dir"), probe.get("module_file")
-    under = bool(source and module and module.startswith(source.rstrip("/") + "/"))
+    source = (source or "").rstrip("/")
+    under = bool(source and module and module.startswith(source + "/"))
     subdir = want.profile.source_subdir
-    pinned = bool(source) and (not subdir or source.rstrip("/").endswith("/" + subdir))
+    pinned = bool(source) and (not subdir or source.endswith("/" + subdir))
     found = f"direct_url {direct_url.get('url')} editable={editable}; {want.profile.import_name} from {module}"
     return CheckResult("verify_editable_install", editable and under and pinned, found)
 

@@ -3,8 +3,16 @@ import json
 
 import pytest
 
-from helpers.dataset import (CommitSpec, DockerfileSource, InvalidEntry, check_dockerfile_path, check_sha,
-                             load_plan, parse_blacklist, parse_dataset)
+from helpers.dataset import (
+    CommitSpec,
+    DockerfileSource,
+    InvalidEntry,
+    check_dockerfile_path,
+    check_sha,
+    load_plan,
+    parse_blacklist,
+    parse_dataset,
+)
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import Profile, normalise_repo
-from helpers.render.dockerfile import (Document, Instruction, declared_values, expand, keyword_end, parse,
-                                       stage_parent)
+from helpers.render.dockerfile import Document, Instruction, declared_values, expand, keyword_end, parse, stage_parent
 from helpers.render.shellwords import Word, command_words, program, scan
 
 SOURCE_MOUNT = "/tmp/harness-src"
@@ -49,7 +48,7 @@ class Target:
 
     def is_project_url(self, url: str) -> bool:
         url = re.sub(r"^git\+", "", url.strip())
-        url = re.split(r"[#]", url, 1)[0]
+        url = url.split("#", 1)[0]
         ident = normalise_repo(re.sub(r"@[^/@:]+$", "", url) if "://" in url else url)
         ident = ident.replace("raw.githubusercontent.com/", "github.com/").replace("codeload.github.com/",
                                                                                   "github.com/")
@@ -57,8 +56,9 @@ class Target:
 
     def is_project_requirement(self, value: str) -> bool:
         match = _REQUIREMENT.match(value.strip())
-        return bool(match) and canonical(match.group(1)) == canonical(self.profile.distribution) and \
-            not value.startswith(("-", ".", "/"))
+        if match is None or value.startswith(("-", ".", "/")):
+            return False
+        return canonical(match.group(1)) == canonical(self.profile.distribution)
 
     def mentions_project(self, text: str) -> bool:
         return self.profile.name.lower() in text.lower() or self.profile.import_name.lower() in text.lower()
@@ -213,11 +213,11 @@ class RunRewriter:
     def requirement_replacement(self, word: Word, editable_flag: bool) -> str | None:
         value = word.value
         extras = ""
-        if self.target.is_project_requirement(value):
-            match = _REQUIREMENT.match(value)
-            assert match is not None
-            extras = f"[{match.group(2)}]" if match.group(2) else ""
-        elif _URL.search(value) and self.target.is_project_url(_URL.search(value).group(0)):
+        url = _URL.search(value)
+        requirement = _REQUIREMENT.match(value)
+        if requirement and self.target.is_project_requirement(value):
+            extras = f"[{requirement.group(2)}]" if requirement.group(2) else ""
+        elif url and self.target.is_project_url(url.group(0)):
             extras_match = re.match(r"^[A-Za-z0-9._-]+\s*(\[[^\]]*\])\s*@", value)
             extras = extras_match.group(1) if extras_match else ""
         else:

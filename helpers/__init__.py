@@ -1,0 +1,6 @@
+"""The harness library, one module per pipeline stage:
+
+    dataset -> source -> render -> build -> publish -> verify -> report
+
+`pipeline` runs one commit through them; `config` parses the options once, at the edge.
+"""

@@ -1,0 +1,35 @@
+"""The project's rules that a machine can check: no shell strings, types and lint clean."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [p for p in ROOT.rglob("*.py") if ".git" not in p.parts and "__pycache__" not in p.parts]
+
+
+def test_no_command_is_ever_a_shell_string():
+    pattern = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|subprocess\.getoutput|\beval\(")
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if pattern.search(line) and "pattern = re.compile" not in line]
+    assert offenders == []
+
+
+def test_every_module_says_its_job_in_its_first_line():
+    missing = [str(p.relative_to(ROOT)) for p in SOURCES
+               if p.name != "__init__.py" or p.parent.name in ("helpers", "render")
+               if not p.read_text().lstrip().startswith('"""') and p.stat().st_size > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("mypy", ["helpers"]),
+    ("ruff", ["check", "helpers", "conftest.py", "build_suite", "tests"]),
+])
+def test_tool_is_clean(tool, args):
+    argv = [sys.executable, "-m", tool, *args]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{tool} (pip install -r requirements-dev.txt):\n{done.stdout}{done.stderr}"

@@ -1,0 +1,46 @@
+"""Options become one frozen configuration; bad values stop the run before any commit."""
+from pathlib import Path
+
+import pytest
+
+from helpers.config import make_config
+from helpers.errors import ConfigError
+
+ROOT = Path("/nonexistent-root")
+
+
+def config(**options):
+    return make_config({"no_push": True, "work_dir": "/tmp/harness-config-test", **options}, ROOT, "sid")
+
+
+def test_defaults():
+    c = config()
+    assert c.profile.name == "sglang" and c.image.name == "nvidia-sglang-docker"
+    assert c.dataset == ROOT / "data" / "sglang_track_all.json"
+    assert c.repo_url == "https://github.com/sgl-project/sglang.git"
+    assert c.platform == "linux/amd64" and c.push is False
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"project": "nope"}, "unknown project"),
+    ({"base_image_map": ["x"]}, "PATTERN=IMAGE"),
+    ({"build_timeout": -1}, "must be positive"),
+    ({"repo_url": "https://u:p@h/x.git"}, "must not embed a password"),
+    ({"work_dir": str(Path(__file__).parent)}, "inside a git work tree"),
+    ({"no_push": False, "registry": "docker.io", "namespace": ""}, "needs a namespace"),
+])
+def test_bad_options_are_config_errors(options, message, monkeypatch):
+    monkeypatch.delenv("DOCKERHUB_USERNAME", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        config(**options)
+
+
+def test_namespace_defaults_to_the_docker_hub_user(monkeypatch):
+    monkeypatch.setenv("DOCKERHUB_USERNAME", "alice")
+    assert config(no_push=False).image.ref("s") == "docker.io/alice/nvidia-sglang-docker:s"
+
+
+def test_verify_only_never_pushes(monkeypatch):
+    monkeypatch.setenv("DOCKERHUB_USERNAME", "alice")
+    c = config(no_push=False, verify_only=True)
+    assert c.verify_only and not c.push
