@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from helpers import dataset, report
 from helpers.config import make_config
 from helpers.errors import ConfigError, DatasetInvalid, HarnessError, InfraError
 from helpers.pipeline import Harness, Produced
+from helpers.progress import Followers
 
 ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
@@ -68,6 +70,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.harness_config = make_config(options, ROOT, config.harness_session)
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from e
+    if not worker and config.harness_config.show_build_logs:
+        config.pluginmanager.register(BuildLogEcho(config, config.harness_config.log_dir), "harness-log-echo")
     if not worker and not config.option.collectonly:
         final = Path(config.option.xmlpath or ROOT / "reports" / "junit.xml").resolve()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,31 @@ OPTION_KEYS = ("dataset", "blacklist", "project", "repo_url", "cache_dir", "work
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
                "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts")
+
+
+class BuildLogEcho:
+    """--show-build-logs: the terminal's process follows each running commit's log file."""
+
+    def __init__(self, config: pytest.Config, log_dir: Path):
+        self.followers = Followers(terminal_writer(config))
+        self.log_dir = log_dir
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        sha = re.search(r"([0-9a-f]{7,40})\]$", nodeid)
+        if sha:
+            self.followers.start(nodeid, self.log_dir / f"{sha.group(1)}.log", sha.group(1)[:12])
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.followers.stop(nodeid)
+
+
+def terminal_writer(config: pytest.Config):
+    """Writes to the real terminal even while pytest captures this process's output (no -n)."""
+    capture = getattr(config.pluginmanager.get_plugin("capturemanager"), "_global_capturing", None)
+    saved = getattr(getattr(capture, "out", None), "targetfd_save", None)    # the fd before capture
+    if isinstance(saved, int):
+        return lambda line: os.write(saved, (line + "\n").encode("utf-8", "replace"))
+    return lambda line: config.pluginmanager.get_plugin("terminalreporter").write_line(line)
 
 
 class SessionIdToWorkers:
@@ -105,9 +134,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = metafunc.config.harness_config
     if cfg is None:
         raise pytest.UsageError("the build suite needs the harness configuration (run it from the project root)")
-    plan = dataset.load_plan(cfg.dataset, cfg.blacklist)
+    entries = list(dataset.load_plan(cfg.dataset, cfg.blacklist).entries)
+    if any(isinstance(e, dataset.CommitSpec) and len(e.sha) < 40 for e in entries):
+        entries = dataset.with_full_shas(entries, Harness(cfg).mirror.resolve)    # ids carry full SHAs
     params = [pytest.param(e, id=e.test_id, marks=[getattr(pytest.mark, r) for r in e.roles] or
-                           [pytest.mark.dataset]) for e in plan.entries]
+                           [pytest.mark.dataset]) for e in entries]
     metafunc.parametrize("commit", params)
 
 
@@ -135,6 +166,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     item.user_properties.append(("category", category))
     if isinstance(error, HarnessError):
         report.longrepr = error.describe()
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    final = getattr(config, "harness_junit", None)
+    if final is not None:
+        cfg = config.harness_config
+        terminalreporter.write_line(f"JUnit report: {final}; status lists: {cfg.status_dir}; logs: {cfg.log_dir}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

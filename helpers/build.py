@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -103,11 +102,11 @@ def build_argv(driver: Driver, request: BuildRequest) -> list[str]:
 
 
 class LogPump(threading.Thread):
-    """Copies the build's output to the log file, keeps its tail, optionally echoes it prefixed."""
+    """Copies the build's output to the log file, keeps its tail and notes the cached steps."""
 
-    def __init__(self, stream: IO[bytes], log: IO[str], prefix: str | None):
+    def __init__(self, stream: IO[bytes], log: IO[str]):
         super().__init__(daemon=True)
-        self.stream, self.log, self.prefix = stream, log, prefix
+        self.stream, self.log = stream, log
         self.tail: deque[str] = deque(maxlen=60)
         self.cached: list[str] = []
 
@@ -123,12 +122,9 @@ class LogPump(threading.Thread):
                 self.cached.append(steps.get(step.group(1), step.group(1)))
             elif step:
                 steps[step.group(1)] = step.group(2)
-            if self.prefix is not None and sys.__stderr__ is not None:
-                sys.__stderr__.write(f"[{self.prefix}] {line}")
-                sys.__stderr__.flush()
 
 
-def run_build(argv: list[str], log_path: Path, timeout: float, echo_prefix: str | None = None) -> BuildResult:
+def run_build(argv: list[str], log_path: Path, timeout: float) -> BuildResult:
     """Run the build; on timeout interrupt it (the client cancels the build), then kill it."""
     started = time.monotonic()
     env = {**os.environ, **BUILD_ENV}
@@ -141,7 +137,7 @@ def run_build(argv: list[str], log_path: Path, timeout: float, echo_prefix: str 
         except OSError as e:
             raise InfraError(f"cannot start {argv[0]}: {e}") from e
         assert proc.stdout is not None
-        pump = LogPump(proc.stdout, log, echo_prefix)
+        pump = LogPump(proc.stdout, log)
         pump.start()
         try:
             proc.wait(timeout=timeout)

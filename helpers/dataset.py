@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -205,6 +205,20 @@ def parse_dataset(lines: Iterable[str]) -> list[Entry]:
             seen[key] = number
         entries.extend(commits_of(number, record))
     return merge_commits(entries)
+
+
+def with_full_shas(entries: list[Entry], resolve: Callable[[str], str]) -> list[Entry]:
+    """Short SHAs replaced by full ones where `resolve` knows them; the others stay as given
+    (their test then fails with the resolver's reason)."""
+    resolved: list[Entry] = []
+    for entry in entries:
+        if isinstance(entry, CommitSpec) and len(entry.sha) < 40:
+            try:
+                entry = CommitSpec(resolve(entry.sha), entry.roles, entry.dockerfile, entry.line)
+            except Exception:      # noqa: BLE001 - any resolver failure leaves the SHA for the test to report
+                pass
+        resolved.append(entry)
+    return merge_commits(resolved)
 
 
 def parse_blacklist(lines: Iterable[str]) -> tuple[set[str], list[InvalidEntry]]:

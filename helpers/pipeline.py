@@ -125,8 +125,7 @@ class Harness:
                     "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
             platform=self.config.platform, builder=self.config.builder,
             cache_from=self.config.cache_from, cache_to=self.config.cache_to)
-        echo = image.sha[:12] if self.config.show_build_logs else None
-        result = build.run_build(build.build_argv(self.driver, request), log_path, self.config.build_timeout, echo)
+        result = build.run_build(build.build_argv(self.driver, request), log_path, self.config.build_timeout)
         image.build_seconds = round(result.seconds, 2)
         record("build_seconds", image.build_seconds)
 
@@ -147,7 +146,9 @@ class Harness:
                  f"image:      {image.ref}", f"dockerfile: {origin}", f"driver:     {self.driver.describe()}",
                  f"started:    {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
                  "changes:", *[f"  - {note}" for note in image.notes], "--- rendered vs original ---"]
-        log_path.write_text("\n".join(lines) + "\n" + "".join(diff) + "--- build ---\n", encoding="utf-8")
+        fresh = log_path.with_name(f".{log_path.name}.{os.getpid()}")
+        fresh.write_text("\n".join(lines) + "\n" + "".join(diff) + "--- build ---\n", encoding="utf-8")
+        os.replace(fresh, log_path)       # a new file: followers of the previous run's log skip it
         (self.config.log_dir / f"{image.sha}.Dockerfile").write_text(rendered, encoding="utf-8")
         return log_path
 

@@ -12,6 +12,7 @@ from helpers.dataset import (
     load_plan,
     parse_blacklist,
     parse_dataset,
+    with_full_shas,
 )
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -152,3 +153,16 @@ def test_shared_dataset_has_93_distinct_commits(shared_data):
     plan = load_plan(shared_data / "sglang" / "sglang_track_all.json", shared_data / "sglang" / "blacklist.txt")
     assert len(plan.entries) == 93
     assert all(isinstance(e, CommitSpec) for e in plan.entries)
+
+
+def test_short_shas_become_full_where_the_resolver_knows_them():
+    def resolve(sha):
+        if sha == "aaaaaaa":
+            return A
+        raise LookupError(sha)
+
+    entries = parse_dataset([line(commit_hash="aaaaaaa", parent_commit="bbbbbbb"), line(commit_hash=C,
+                                                                                        parent_commit=A)])
+    resolved = with_full_shas(entries, resolve)
+    assert [(e.sha, e.roles) for e in resolved] == [(A, ("human", "parent")), ("bbbbbbb", ("parent",)),
+                                                    (C, ("human",))]

@@ -129,3 +129,21 @@ def test_missing_dockerfile_and_unpinnable_dockerfile_are_categorised(harness_ru
     assert {sha: o.status for sha, o in run.outcomes.items()} == {child: "dockerfile_missing",
                                                                    parent: "unpinnable_dockerfile"}
     assert run.statuses == {child: "dockerfile_missing", parent: "unpinnable_dockerfile"}
+
+
+def test_short_shas_are_resolved_so_ids_carry_full_shas(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    harness_runner.write_dataset(record(child[:10], parent[:8]))
+    run = harness_runner.run(mini_repo.path, "--collect-only", "-q")
+    assert f"test_commit[human-{child}]" in run.output and f"test_commit[parent-{parent}]" in run.output
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_show_build_logs_streams_each_commit_prefixed_by_its_short_sha(harness_runner, pair_dataset, mini_repo,
+                                                                        workers):
+    parent, child = pair_dataset
+    run = harness_runner.run(mini_repo.path, "--no-push", "--show-build-logs", *workers)
+    assert run.returncode == 0, run.output
+    for sha in (parent, child):
+        assert f"[{sha[:12]}] commit:     {sha}" in run.output
+        assert re.search(rf"^\[{sha[:12]}\] #\d+ naming to ", run.output, re.M)

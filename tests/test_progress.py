@@ -1,0 +1,31 @@
+"""Following a log file that another process writes and replaces."""
+import os
+import time
+
+from helpers.progress import Followers, LogFollower
+
+
+def test_follower_skips_the_previous_log_and_echoes_the_new_one(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("old run\n")
+    lines = []
+    follower = LogFollower(log, "abc", lines.append, poll=0.01)
+    follower.start()
+    time.sleep(0.05)
+    fresh = tmp_path / ".x.log.new"
+    fresh.write_text("header\n")
+    os.replace(fresh, log)
+    with open(log, "a") as f:
+        f.write("step 1\nstep 2 without newline")
+    time.sleep(0.05)
+    follower.stop()
+    assert lines == ["[abc] header", "[abc] step 1", "[abc] step 2 without newline"]
+
+
+def test_followers_start_and_stop_by_key(tmp_path):
+    out = []
+    followers = Followers(out.append)
+    followers.start("t1", tmp_path / "missing.log", "p")
+    followers.stop("t1")
+    followers.stop("never-started")
+    assert out == [] and followers.running == {}
