@@ -22,7 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("harness", "commit image harness")
     g.addoption("--dataset", help="JSON-lines dataset (default data/sglang_track_all.json)")
     g.addoption("--blacklist", help="SHAs to exclude, one per line (default data/blacklist.txt)")
-    g.addoption("--project", help="project profile: sglang (default)")
+    g.addoption("--project", help="built-in project profile: sglang (default) or vllm")
+    g.addoption("--profile-file", help="a project profile in TOML (see README)")
     g.addoption("--repo-url", help="repository URL or local path (default: the profile's public repository)")
     g.addoption("--cache-dir", help="where the bare mirror lives (default ~/.cache/commit-image-harness)")
     g.addoption("--work-dir", help="where build contexts are made (default: the system temp dir)")
@@ -48,6 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--batch-size", type=int, help="keep only the first N selected commits")
     g.addoption("--show-build-logs", action="store_true", help="stream build output prefixed by short SHA")
     g.addoption("--keep-contexts", action="store_true", help="keep build contexts for inspection")
+    g.addoption("--enable-fix", action="append", metavar="NAME", help="apply a context fix the profile leaves off")
+    g.addoption("--disable-fix", action="append", metavar="NAME", help="skip a context fix of the profile")
+    g.addoption("--freeze-deps", action="store_true",
+                help="pip/uv see only releases uploaded before the end of the commit's day (UTC)")
+    g.addoption("--prepare-only", action="store_true",
+                help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")
+    g.addoption("--out-dir", help="folder for --prepare-only")
 
 
 def is_build_run(config: pytest.Config) -> bool:
@@ -79,7 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(final.with_name(f".{final.name}.{os.getpid()}.tmp"))
 
 
-OPTION_KEYS = ("dataset", "blacklist", "project", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
+OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", "disable_fix", "freeze_deps",
+               "prepare_only", "out_dir", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
                "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts")

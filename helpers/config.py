@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.errors import ConfigError
-from helpers.profiles import Profile, builtin_profile
+from helpers.profiles import FIXES, Profile, builtin_profile, load_profile_file
 from helpers.publish import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
@@ -41,6 +41,10 @@ class HarnessConfig:
     push_retries: int = 3
     show_build_logs: bool = False
     keep_contexts: bool = False
+    fixes: frozenset[str] = frozenset()
+    freeze_deps: bool = False
+    prepare_only: bool = False
+    out_dir: Path | None = None
 
 
 def default_cache_dir() -> Path:
@@ -58,9 +62,28 @@ def positive(name: str, value: float) -> float:
     return value
 
 
+def choose_profile(options: dict) -> Profile:
+    if options.get("profile_file"):
+        if options.get("project"):
+            raise ConfigError("give --project or --profile-file, not both")
+        return load_profile_file(Path(options["profile_file"]))
+    return builtin_profile(options.get("project") or "sglang").validate()
+
+
+def choose_fixes(profile: Profile, enable: list[str] | None, disable: list[str] | None) -> frozenset[str]:
+    """The profile's fixes, plus --enable-fix, minus --disable-fix (names checked)."""
+    for name in [*(enable or []), *(disable or [])]:
+        if name not in FIXES:
+            raise ConfigError(f"unknown fix {name!r}; known: {', '.join(FIXES)}")
+    return (frozenset(profile.fixes) | frozenset(enable or [])) - frozenset(disable or [])
+
+
 def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
     """Build the configuration from option values (None means: use the default)."""
-    profile = builtin_profile(options.get("project") or "sglang").validate()
+    profile = choose_profile(options)
+    prepare_only = bool(options.get("prepare_only"))
+    if prepare_only and not options.get("out_dir"):
+        raise ConfigError("--prepare-only needs --out-dir DIR")
     work_dir = Path(options.get("work_dir") or default_work_dir()).resolve()
     if is_inside_work_tree(work_dir):
         raise ConfigError(f"--work-dir {work_dir} is inside a git work tree; build contexts must not be")
@@ -68,7 +91,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
     if namespace is None:
         namespace = os.environ.get("DOCKERHUB_USERNAME", "")
     registry = options.get("registry") or "docker.io"
-    push = not options.get("no_push") and not options.get("verify_only")
+    push = not options.get("no_push") and not options.get("verify_only") and not prepare_only
     if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
         raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
                           "--namespace (or use --no-push)")
@@ -98,4 +121,8 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
+        fixes=choose_fixes(profile, options.get("enable_fix"), options.get("disable_fix")),
+        freeze_deps=bool(options.get("freeze_deps")),
+        prepare_only=prepare_only,
+        out_dir=Path(options["out_dir"]).resolve() if options.get("out_dir") else None,
     )

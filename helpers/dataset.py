@@ -1,4 +1,8 @@
-"""Dataset: read JSON-lines records and a blacklist into the ordered list of commits to build.
+"""Dataset: read a dataset and a blacklist into the ordered list of commits to build.
+
+Formats: the SGLang tracking file (JSON lines with `commit_hash` and `parent_commit`), the
+vLLM file (JSON lines with `commit`, `commit_date`, `Dockerfile`), and a plain commit list
+(`*.txt`, one SHA per line).
 
 Nothing here touches git or docker: a bad line becomes an `InvalidEntry` that fails on its
 own (category `dataset_invalid`, with its line number) while every other commit proceeds.
@@ -13,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-ROLES = ("human", "parent")
-# (sha key, content key, path key) for each role of a tracking record.
+ROLES = ("human", "parent", "commit")
+# (sha key, content key, path key) for each role of a record.
 ROLE_KEYS = {
     "human": ("commit_hash", "dockerfile_content", "dockerfile_path"),
     "parent": ("parent_commit", "parent_dockerfile_content", "parent_dockerfile_path"),
+    "commit": ("commit", "Dockerfile", "dockerfile_path"),          # the vLLM dataset
 }
 MAX_DOCKERFILE_BYTES = 1024 * 1024
 _SHA = re.compile(r"[0-9a-f]{7,40}")
@@ -142,12 +147,18 @@ def read_records(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str]]
         yield number, record, ""
 
 
+def record_key(record: dict) -> str:
+    """The field naming a record's own commit: `commit_hash` (SGLang) or `commit` (vLLM)."""
+    return "commit" if "commit" in record and "commit_hash" not in record else "commit_hash"
+
+
 def commits_of(number: int, record: dict) -> Iterator[Entry]:
-    """The human commit and the parent commit of one record, each valid or invalid on its own."""
-    if record.get("commit_hash") is None:
-        yield InvalidEntry(number, f"line {number}: record has no commit_hash")
+    """The commits of one record (human and parent, or the one vLLM commit), each valid or not on its own."""
+    key = record_key(record)
+    if record.get(key) is None:
+        yield InvalidEntry(number, f"line {number}: record has no commit_hash (or commit)")
         return
-    for role in ROLES:
+    for role in (("commit",) if key == "commit" else ("human", "parent")):
         sha_key = ROLE_KEYS[role][0]
         if role == "parent" and record.get(sha_key) is None:
             continue
@@ -197,7 +208,7 @@ def parse_dataset(lines: Iterable[str]) -> list[Entry]:
         if record is None:
             entries.append(InvalidEntry(number, reason))
             continue
-        key = str(record.get("commit_hash", "")).strip().lower()
+        key = str(record.get(record_key(record), "")).strip().lower()
         if key and key in seen:
             entries.append(InvalidEntry(number, f"line {number}: duplicate of the record on line {seen[key]}"))
             continue
@@ -245,9 +256,26 @@ def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
+def parse_commit_list(lines: Iterable[str]) -> list[Entry]:
+    """`commits.txt`: one SHA per line, `#` comments; each commit uses the profile's Dockerfile."""
+    entries: list[Entry] = []
+    for number, text in enumerate(lines, start=1):
+        value = text.split("#", 1)[0].strip()
+        if not value:
+            continue
+        try:
+            entries.append(CommitSpec(check_sha(value), ("commit",), DockerfileSource(), number))
+        except ValueError as e:
+            entries.append(InvalidEntry(number, f"line {number}: {e}"))
+    return merge_commits(entries)
+
+
 def load_plan(dataset: Path, blacklist: Path | None) -> DatasetPlan:
     """The ordered entries of a dataset minus blacklisted commits."""
-    entries = parse_dataset(read_lines(dataset))
+    if not dataset.is_file():
+        raise FileNotFoundError(f"dataset {dataset} does not exist")
+    lines = read_lines(dataset)
+    entries = parse_commit_list(lines) if dataset.suffix == ".txt" else parse_dataset(lines)
     excluded: set[str] = set()
     if blacklist is not None and blacklist.exists():
         excluded, garbage = parse_blacklist(read_lines(blacklist))

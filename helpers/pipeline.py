@@ -18,6 +18,7 @@ import requests
 
 from helpers import build, publish, render, source, verify
 from helpers.config import HarnessConfig
+from helpers.context_fixes import AppliedFix, apply_context_fixes, scm_version
 from helpers.dataset import CommitSpec
 from helpers.errors import HarnessError, InfraError, VerificationFailed
 
@@ -49,6 +50,35 @@ class Produced:
             raise self.error
         assert self.image is not None
         return self.image
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A commit ready to build: its Dockerfile before and after, and every change made."""
+
+    spec: CommitSpec
+    origin: str
+    original: str
+    rendered: render.Rendered
+    fixes: tuple[AppliedFix, ...]
+    notes: tuple[str, ...]
+
+    def diff(self) -> str:
+        return "".join(difflib.unified_diff(self.original.splitlines(True), self.rendered.text.splitlines(True),
+                                            "original", "rendered"))
+
+    def write_to(self, out_dir: Path, sha: str) -> Path:
+        """--prepare-only: the rendered Dockerfile, the diff and the list of fixes, per commit."""
+        folder = out_dir / sha
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Dockerfile").write_text(self.rendered.text, encoding="utf-8")
+        (folder / "Dockerfile.original").write_text(self.original, encoding="utf-8")
+        (folder / "Dockerfile.diff").write_text(self.diff(), encoding="utf-8")
+        lines = [f"dockerfile: {self.origin}", "fixes:", *[f"  - {f}" for f in self.fixes], "changes:",
+                 *[f"  - {n}" for n in self.notes],
+                 "build args:", *[f"  {k}={v}" for k, v in self.rendered.build_args.items()]]
+        (folder / "fixes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return folder
 
 
 class Harness:
@@ -89,20 +119,26 @@ class Harness:
         return publish.RegistryAPI(self.config.image.registry, self.credentials)
 
     def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
-        """Context, render, build, push: an image tagged with the commit's full SHA."""
+        """Context, fixes, render, build, push: an image tagged with the commit's full SHA."""
         sha = self.mirror.resolve(spec.sha)
         if sha != spec.sha:
             record("sha", sha)
         image = BuiltImage(sha, self.config.image.ref(sha))
         record("image", image.ref)
-        if self.config.verify_only:
-            self.fetch_existing(image)
-            return image
-        ctx = source.make_context(self.mirror, sha, self.config.work_dir)
+        ctx = None if self.config.verify_only and not self.config.fixes else \
+            source.make_context(self.mirror, sha, self.config.work_dir)
         try:
-            self.build(spec, ctx, image, record)
+            prepared = self.prepare(spec, ctx, image, record) if ctx else None
+            if self.config.verify_only:
+                self.fetch_existing(image)
+            elif self.config.prepare_only:
+                assert prepared is not None
+                prepared.write_to(self.config.out_dir or Path("."), sha)
+            else:
+                assert prepared is not None and ctx is not None
+                self.build(prepared, ctx, image, record)
         finally:
-            if not self.config.keep_contexts:
+            if ctx and not self.config.keep_contexts:
                 ctx.remove()
         if self.config.push:
             image.digest = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries)
@@ -110,17 +146,30 @@ class Harness:
             record("digest", image.digest)
         return image
 
-    def build(self, spec: CommitSpec, ctx: source.BuildContext, image: BuiltImage, record: Record) -> None:
+    def prepare(self, spec: CommitSpec, ctx: source.BuildContext, image: BuiltImage, record: Record) -> Prepared:
+        """Fix the context's dependency files and render the Dockerfile; record every change."""
+        patched, context_fixes = apply_context_fixes(ctx.context, set(self.config.fixes))
+        ctx.patched.update(patched)
         original, origin = self.dockerfile_text(spec, image.sha)
-        rendered = render.render(original, self.config.profile, self.config.base_images, (self.config.repo_url,))
+        options = render.RenderOptions(
+            profile=self.config.profile, sha=image.sha, base_images=self.config.base_images,
+            repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
+            scm_version=scm_version(self.mirror.describe(image.sha), image.sha),
+            freeze_until=self.mirror.end_of_commit_day(image.sha) if self.config.freeze_deps else None)
+        rendered = render.render(original, options)
         ctx.dockerfile.write_text(rendered.text)
         image.notes = tuple(ctx.notes) + rendered.notes
         image.patched = dict(ctx.patched)
-        log_path = self.write_log_header(spec, image, origin, original, rendered.text)
+        fixes = tuple(context_fixes) + rendered.fixes
+        if fixes:
+            record("fixes", "; ".join(str(f) for f in fixes))
+        return Prepared(spec, origin, original, rendered, fixes, image.notes)
+
+    def build(self, prepared: Prepared, ctx: source.BuildContext, image: BuiltImage, record: Record) -> None:
+        log_path = self.write_log_header(prepared, image)
         record("log", str(log_path))
         request = build.BuildRequest(
-            dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref,
-            build_args={self.config.profile.build_arg: image.sha},
+            dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref, build_args=prepared.rendered.build_args,
             labels={verify.REVISION_LABEL: image.sha,
                     "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
             platform=self.config.platform, builder=self.config.builder,
@@ -136,20 +185,20 @@ class Harness:
                                             self.config.profile.dockerfile_candidates)
         return text, f"{path} in the commit's tree"
 
-    def write_log_header(self, spec: CommitSpec, image: BuiltImage, origin: str, original: str,
-                         rendered: str) -> Path:
+    def write_log_header(self, prepared: Prepared, image: BuiltImage) -> Path:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.config.log_dir / f"{image.sha}.log"
-        diff = difflib.unified_diff(original.splitlines(True), rendered.splitlines(True), "original", "rendered")
+        spec = prepared.spec
         lines = [f"commit:     {image.sha} ({'+'.join(spec.roles)}, dataset line {spec.line})",
                  f"repository: {source.redact_url(self.config.repo_url)}",
-                 f"image:      {image.ref}", f"dockerfile: {origin}", f"driver:     {self.driver.describe()}",
+                 f"image:      {image.ref}", f"dockerfile: {prepared.origin}", f"driver:     {self.driver.describe()}",
                  f"started:    {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
-                 "changes:", *[f"  - {note}" for note in image.notes], "--- rendered vs original ---"]
+                 "fixes:", *[f"  - {f}" for f in prepared.fixes], "changes:", *[f"  - {n}" for n in prepared.notes],
+                 "--- rendered vs original ---"]
         fresh = log_path.with_name(f".{log_path.name}.{os.getpid()}")
-        fresh.write_text("\n".join(lines) + "\n" + "".join(diff) + "--- build ---\n", encoding="utf-8")
+        fresh.write_text("\n".join(lines) + "\n" + prepared.diff() + "--- build ---\n", encoding="utf-8")
         os.replace(fresh, log_path)       # a new file: followers of the previous run's log skip it
-        (self.config.log_dir / f"{image.sha}.Dockerfile").write_text(rendered, encoding="utf-8")
+        (self.config.log_dir / f"{image.sha}.Dockerfile").write_text(prepared.rendered.text, encoding="utf-8")
         return log_path
 
     def fetch_existing(self, image: BuiltImage) -> None:

@@ -35,7 +35,8 @@ def distribution_facts(name):
 
 
 def editable_dir(direct_url):
-    if not direct_url or not direct_url.get("url", "").startswith("file://"):
+    """The directory pip installed from (PEP 610 dir_info), None for wheels and archives."""
+    if not direct_url or "dir_info" not in direct_url or not direct_url.get("url", "").startswith("file://"):
         return None
     from urllib.parse import unquote, urlparse
     return unquote(urlparse(direct_url["url"]).path)
@@ -52,9 +53,11 @@ def hash_tree(root):
 
 
 def main(args):
-    # Import as a server would from a neutral directory: never from the probe's working directory.
-    sys.path[:] = [p for p in sys.path if p not in ("", ".")]
-    facts = {"python": sys.version.split()[0]}
+    if not args.get("import_from_workdir"):
+        # Import from a neutral directory: never from the probe's working directory.
+        sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+    facts_cwd = os.getcwd()
+    facts = {"python": sys.version.split()[0], "cwd": facts_cwd}
     try:
         with open(args["proof_file"]) as f:
             facts["proof"] = f.read()

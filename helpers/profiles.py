@@ -1,10 +1,21 @@
 """Project profiles: what the harness must know about a project to pin, build and verify it."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from helpers.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:                      # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+# Every context fix the harness knows (helpers/fixes.py), in the order they are applied.
+FIXES = ("drop_sparse_deps", "pin_outlines", "scm_version", "dockerfile_syntax", "no_git_mount",
+         "no_wheel_size_check")
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,10 @@ class Profile:
     proof_file: str            # the file in the image holding the full SHA
     build_arg: str             # the build arg carrying the SHA ("SGLANG_COMMIT")
     dockerfile_candidates: tuple[str, ...]
-    editable_required: bool = True
+    editable_required: bool = True   # False: images install a built wheel; compare the installed files
+    import_from_workdir: bool = False  # import as the image's entrypoint would: from its WORKDIR
+    fixes: tuple[str, ...] = ()      # context fixes applied unless a run turns them off
+    generated_files: tuple[str, ...] = ()  # package files a build writes (e.g. _version.py), not compared
 
     @property
     def package_path(self) -> str:
@@ -48,6 +62,10 @@ class Profile:
              f"source_subdir {self.source_subdir!r} must be a relative path inside the repository"),
             (bool(self.dockerfile_candidates), "dockerfile_candidates must name at least one path"),
             (bool(self.distribution), "distribution must not be empty"),
+            (not set(self.fixes) - set(FIXES), f"unknown fixes {sorted(set(self.fixes) - set(FIXES))}; "
+                                               f"known: {', '.join(FIXES)}"),
+            (bool(re.match(r"^[a-z+]+://|^git@|^/|^\.", self.repo_url)),
+             f"repo_url {self.repo_url!r} is neither a URL nor a path"),
         ]
         for ok, message in checks:
             if not ok:
@@ -81,7 +99,24 @@ SGLANG = Profile(
     dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
 )
 
-BUILTIN_PROFILES = {SGLANG.name: SGLANG}
+VLLM = Profile(
+    name="vllm",
+    repo_url="https://github.com/vllm-project/vllm.git",
+    image_name="nvidia-vllm-docker",
+    distribution="vllm",
+    import_name="vllm",
+    source_subdir="",
+    default_location="/vllm-workspace",
+    proof_file="/opt/vllm_commit.txt",
+    build_arg="VLLM_COMMIT",
+    dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
+    editable_required=False,
+    import_from_workdir=True,
+    fixes=FIXES,
+    generated_files=("_version.py",),
+)
+
+BUILTIN_PROFILES = {SGLANG.name: SGLANG, VLLM.name: VLLM}
 
 
 def builtin_profile(name: str) -> Profile:
@@ -90,3 +125,35 @@ def builtin_profile(name: str) -> Profile:
     except KeyError:
         known = ", ".join(sorted(BUILTIN_PROFILES))
         raise ConfigError(f"unknown project {name!r}; built in: {known}") from None
+
+
+def load_profile_file(path: Path) -> Profile:
+    """A profile from TOML: top-level keys are Profile fields; `base = "sglang"` starts from a built-in."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"profile file {path}: {e}") from e
+    base = builtin_profile(str(data.pop("base"))) if "base" in data else None
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"profile file {path}: unknown keys {unknown}; known: {', '.join(fields)}")
+    values = dataclasses.asdict(base) if base else {}
+    for key, value in data.items():
+        values[key] = _checked(path, key, value, fields[key].type)
+    missing = sorted(set(fields) - set(values) - {f.name for f in fields.values()
+                                                  if f.default is not dataclasses.MISSING})
+    if missing:
+        raise ConfigError(f"profile file {path}: missing keys {missing}")
+    return Profile(**values).validate()
+
+
+def _checked(path: Path, key: str, value: object, annotation: object) -> object:
+    if "tuple" in str(annotation):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"profile file {path}: {key} must be a list of strings")
+        return tuple(value)
+    wanted = bool if "bool" in str(annotation) else str
+    if not isinstance(value, wanted):
+        raise ConfigError(f"profile file {path}: {key} must be a {wanted.__name__}, got {value!r}")
+    return value

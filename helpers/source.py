@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import git
@@ -129,6 +130,18 @@ class Mirror:
         if "ambiguous" in done.stderr:
             raise CommitNotFound(f"short SHA {sha} is ambiguous in {redact_url(self.url)}; give more digits")
         return None
+
+    def describe(self, sha: str) -> str | None:
+        """`git describe --tags --long` of the commit, None when no tag reaches it."""
+        done = subprocess.run(["git", "--git-dir", str(self.path), "describe", "--tags", "--long", "--abbrev=12",
+                               sha], capture_output=True, text=True, timeout=120)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def end_of_commit_day(self, sha: str) -> str:
+        """The end of the commit's committer day in UTC: parent and child of one day share it."""
+        seconds = int(self._run(["show", "-s", "--format=%ct", sha]).strip())
+        day = datetime.fromtimestamp(seconds, tz=timezone.utc).date()
+        return f"{day.isoformat()}T23:59:59Z"
 
     def read_file(self, sha: str, path: str) -> str | None:
         """A file's text at a commit, or None when the tree has no such file."""

@@ -5,6 +5,7 @@ inside the image against `git ls-tree` of the commit (patched files against thei
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import posixpath
@@ -53,19 +54,28 @@ class CheckResult:
 
 
 def expected_tree(profile: Profile, ls_tree: dict[str, str], patched: dict[str, bytes]) -> dict[str, str]:
-    """Blob hashes relative to the package directory, patched files replaced by their new content."""
+    """Blob hashes relative to the package directory, patched files replaced by their new content.
+
+    An installed wheel carries the package's code, not necessarily its data files: for profiles
+    whose images install a wheel, only the Python files are compared."""
     prefix = profile.package_path + "/"
     tree = {path[len(prefix):]: blob for path, blob in ls_tree.items() if path.startswith(prefix)}
     for path, content in patched.items():
         if path.startswith(prefix):
             tree[path[len(prefix):]] = blob_hash(content)
-    return tree
+    keep = (lambda p: True) if profile.editable_required else (lambda p: p.endswith(".py"))
+    return {p: h for p, h in tree.items() if keep(p) and not generated(profile, p)}
 
 
-def probe_args(profile: Profile) -> dict[str, str]:
+def generated(profile: Profile, path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in profile.generated_files)
+
+
+def probe_args(profile: Profile) -> dict[str, object]:
     package_rel = posixpath.relpath(profile.package_path, profile.source_subdir or ".")
     return {"proof_file": profile.proof_file, "distribution": profile.distribution,
-            "import_name": profile.import_name, "package_rel": package_rel}
+            "import_name": profile.import_name, "package_rel": package_rel,
+            "import_from_workdir": profile.import_from_workdir}
 
 
 def find_image(client: docker.DockerClient, ref: str, pull: Callable[[], None] | None = None):
@@ -87,8 +97,9 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
     """One container run, entrypoint overridden, no network: returns the probe's JSON."""
     image = client.images.get(ref)
     command = ["-c", PROBE_SOURCE, json.dumps(probe_args(profile))]
+    workdir = None if profile.import_from_workdir else "/"
     container = client.containers.create(image.id, entrypoint=["python3"], command=command,
-                                         network_disabled=True, working_dir="/", labels=labels or {})
+                                         network_disabled=True, working_dir=workdir, labels=labels or {})
     try:
         container.start()
         status = container.wait(timeout=timeout)
@@ -152,7 +163,7 @@ def check_source(facts: Facts, want: Expected) -> CheckResult:
         return CheckResult("verify_source_mismatch", False, "no package directory found in the image to compare")
     missing = sorted(p for p in want.tree if p not in image)
     differ = sorted(p for p in want.tree if p in image and image[p] != want.tree[p])
-    extra = sorted(p for p in image if p not in want.tree and p.endswith(".py"))
+    extra = sorted(p for p in image if p not in want.tree and p.endswith(".py") and not generated(want.profile, p))
     if not (missing or differ or extra):
         return CheckResult("verify_source_mismatch", True,
                            f"{len(want.tree)} files of {want.profile.package_path} identical to {want.sha[:12]}")

@@ -1,32 +1,65 @@
 """Render: the Dockerfile rewrites, each a pure `str -> str` function, applied in order.
 
-    pin_source -> declare_identity -> map_base_images
+    fixes (syntax, .git mounts, wheel size check) -> pin_source -> declare_identity
+        -> setuptools-scm version and dependency cut-off, declared late -> map_base_images
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from helpers.context_fixes import AppliedFix
 from helpers.profiles import Profile
 from helpers.render.base_images import BaseImageMap, map_base_images, parse_mapping
-from helpers.render.identity import declare_identity
+from helpers.render.fixes import DOCKERFILE_FIXES
+from helpers.render.identity import FREEZE_ARGS, declare_freeze, declare_identity, declare_scm_version, scm_arg_names
 from helpers.render.pin import pin_source_report
 
-__all__ = ["Rendered", "render", "pin_source", "declare_identity", "map_base_images", "parse_mapping"]
+__all__ = ["RenderOptions", "Rendered", "render", "pin_source", "declare_identity", "map_base_images",
+           "parse_mapping"]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What a rendering depends on besides the Dockerfile itself."""
+
+    profile: Profile
+    sha: str = ""
+    base_images: BaseImageMap = ()
+    repo_ids: tuple[str, ...] = ()
+    fixes: frozenset[str] = frozenset()
+    scm_version: str | None = None       # set: builds without .git get this version
+    freeze_until: str | None = None      # set: pip/uv see only releases uploaded before it
 
 
 @dataclass(frozen=True)
 class Rendered:
     text: str
     notes: tuple[str, ...]
+    fixes: tuple[AppliedFix, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
 
 
 def pin_source(text: str, profile: Profile, repo_ids: tuple[str, ...] = ()) -> str:
     return pin_source_report(text, profile, repo_ids)[0]
 
 
-def render(text: str, profile: Profile, base_images: BaseImageMap = (), repo_ids: tuple[str, ...] = ()) -> Rendered:
-    """The Dockerfile as it is built: source pinned, identity declared late, base images mapped."""
-    pinned, notes = pin_source_report(text, profile, repo_ids)
-    text = declare_identity(pinned, profile)
-    text = map_base_images(text, base_images)
-    return Rendered(text, tuple(notes))
+def render(text: str, options: RenderOptions) -> Rendered:
+    """The Dockerfile as it is built, what changed, and the build args it declares."""
+    applied: list[AppliedFix] = []
+    for name, fix in DOCKERFILE_FIXES.items():
+        if name in options.fixes:
+            text, changes = fix(text)
+            applied += [AppliedFix(name, change) for change in changes]
+    text, notes = pin_source_report(text, options.profile, options.repo_ids)
+    text = declare_identity(text, options.profile)
+    build_args = {options.profile.build_arg: options.sha}
+    if "scm_version" in options.fixes and options.scm_version:
+        text = declare_scm_version(text, options.profile)
+        build_args.update(dict.fromkeys(scm_arg_names(options.profile), options.scm_version))
+        applied.append(AppliedFix("scm_version", f"setuptools-scm version {options.scm_version}"))
+    if options.freeze_until:
+        text = declare_freeze(text)
+        build_args.update(dict.fromkeys(FREEZE_ARGS, options.freeze_until))
+        notes.append(f"dependencies frozen to releases uploaded before {options.freeze_until}")
+    text = map_base_images(text, options.base_images)
+    return Rendered(text, tuple(notes), tuple(applied), build_args)
