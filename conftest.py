@@ -80,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(e)) from e
     if not worker and config.harness_config.show_build_logs:
         config.pluginmanager.register(BuildLogEcho(config, config.harness_config.log_dir), "harness-log-echo")
-    if not worker and not config.option.collectonly:
+    if not worker and not config.option.collectonly and not config.harness_config.prepare_only:
         final = Path(config.option.xmlpath or ROOT / "reports" / "junit.xml").resolve()
         final.parent.mkdir(parents=True, exist_ok=True)
         config.harness_junit = final

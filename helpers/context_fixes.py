@@ -14,6 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import Specifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+CONTEXT_FIXES = frozenset({"drop_sparse_deps", "pin_outlines"})     # the fixes that change context files
 SPARSE = {"sparsezoo", "sparseml"}
 OUTLINES_BOUND = Version("0.0.43")      # 0.0.43 needs `pyairports`, which is not installable
 
@@ -154,7 +155,7 @@ def is_requirements_file(path: str) -> bool:
 
 def apply_context_fixes(context: Path, fixes: set[str]) -> tuple[dict[str, bytes], list[AppliedFix]]:
     """Fix every dependency file of the context in place; return {tree path: new bytes} and what changed."""
-    wanted = fixes & {"drop_sparse_deps", "pin_outlines"}
+    wanted = fixes & CONTEXT_FIXES
     patched: dict[str, bytes] = {}
     applied: list[AppliedFix] = []
     if not wanted:
@@ -194,7 +195,7 @@ def scm_version(describe: str | None, sha: str) -> str:
         try:
             tag = Version(match.group(1))
             distance = int(match.group(2))
-            version = str(tag) if distance == 0 else f"{tag.base_version}.post{distance}+g{sha[:12]}"
+            version = str(tag) if distance == 0 else f"{tag.public}.post{distance}+g{sha[:12]}"
             return str(Version(version))
         except InvalidVersion:
             pass

@@ -18,7 +18,7 @@ import requests
 
 from helpers import build, publish, render, source, verify
 from helpers.config import HarnessConfig
-from helpers.context_fixes import AppliedFix, apply_context_fixes, scm_version
+from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes, scm_version
 from helpers.dataset import CommitSpec
 from helpers.errors import HarnessError, InfraError, VerificationFailed
 
@@ -125,26 +125,35 @@ class Harness:
             record("sha", sha)
         image = BuiltImage(sha, self.config.image.ref(sha))
         record("image", image.ref)
-        ctx = None if self.config.verify_only and not self.config.fixes else \
-            source.make_context(self.mirror, sha, self.config.work_dir)
+        if self.config.verify_only:
+            image.patched = self.patched_files(sha)
+            self.fetch_existing(image)
+            return image
+        ctx = source.make_context(self.mirror, sha, self.config.work_dir)
         try:
-            prepared = self.prepare(spec, ctx, image, record) if ctx else None
-            if self.config.verify_only:
-                self.fetch_existing(image)
-            elif self.config.prepare_only:
-                assert prepared is not None
+            prepared = self.prepare(spec, ctx, image, record)
+            if self.config.prepare_only:
                 prepared.write_to(self.config.out_dir or Path("."), sha)
             else:
-                assert prepared is not None and ctx is not None
                 self.build(prepared, ctx, image, record)
         finally:
-            if ctx and not self.config.keep_contexts:
+            if not self.config.keep_contexts:
                 ctx.remove()
         if self.config.push:
             image.digest = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries)
             publish.confirm_pushed(self.registry, self.config.image, sha, image.digest)
             record("digest", image.digest)
         return image
+
+    def patched_files(self, sha: str) -> dict[str, bytes]:
+        """--verify-only: what the context fixes change in this commit (the image holds those bytes)."""
+        if not self.config.fixes & CONTEXT_FIXES:
+            return {}
+        ctx = source.make_context(self.mirror, sha, self.config.work_dir)
+        try:
+            return apply_context_fixes(ctx.context, set(self.config.fixes))[0]
+        finally:
+            ctx.remove()
 
     def prepare(self, spec: CommitSpec, ctx: source.BuildContext, image: BuiltImage, record: Record) -> Prepared:
         """Fix the context's dependency files and render the Dockerfile; record every change."""

@@ -97,6 +97,7 @@ SGLANG = Profile(
     proof_file="/opt/sglang_commit.txt",
     build_arg="SGLANG_COMMIT",
     dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
+    fixes=("dockerfile_syntax", "no_git_mount"),
 )
 
 VLLM = Profile(

@@ -114,3 +114,73 @@ def record(human: str, parent: str, **extra: object) -> str:
             "parent_dockerfile_path": "docker/Dockerfile", "parent_dockerfile_content": None}
     data.update(extra)
     return json.dumps(data)
+
+
+VLLM_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61", "setuptools-scm>=7", "wheel"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "vllm"
+dynamic = ["version", "dependencies"]
+requires-python = ">=3.8"
+
+[tool.setuptools_scm]
+write_to = "vllm/_version.py"
+
+[tool.setuptools.dynamic]
+dependencies = {file = ["requirements-common.txt"]}
+
+[tool.setuptools.packages.find]
+include = ["vllm*"]
+"""
+
+# In the style of vLLM's own: a build stage makes a wheel with setuptools-scm reading .git through a
+# bind mount, checks the wheel's size, and the final stage installs the wheel; legacy syntax included.
+VLLM_DOCKERFILE = """\
+ARG CUDA_VERSION=12.4.1
+FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu22.04 as build
+ENV DEBIAN_FRONTEND noninteractive
+WORKDIR /workspace
+COPY requirements-common.txt requirements-common.txt
+RUN python3 -m pip --version
+COPY pyproject.toml pyproject.toml
+COPY vllm vllm
+RUN --mount=type=bind,source=.git,target=.git \\
+    python3 -m pip wheel --no-deps --no-build-isolation --wheel-dir dist .
+COPY .buildkite/check-wheel-size.py check-wheel-size.py
+RUN python3 check-wheel-size.py dist
+
+FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu22.04 AS vllm-base
+WORKDIR /vllm-workspace
+RUN --mount=type=bind,from=build,src=/workspace/dist,target=/vllm-workspace/dist \\
+    python3 -m pip install --no-deps --break-system-packages dist/*.whl
+
+FROM vllm-base AS vllm-openai
+ENV VLLM_USAGE_SOURCE production-docker-image
+ENTRYPOINT ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+"""
+
+
+def make_vllm_repo(path: Path) -> MiniRepo:
+    """A miniature vLLM: parent (tagged v0.1.0) and child, differing in one line."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    repo.commit("parent", {
+        "README.md": f"mini vllm {uuid.uuid4().hex}\n",
+        "pyproject.toml": VLLM_PYPROJECT,
+        "requirements-common.txt": "sparsezoo\noutlines == 0.0.46\n",
+        "vllm/__init__.py": "from vllm.engine import BLOCK_SIZE\n",
+        "vllm/engine.py": "BLOCK_SIZE = 16\n",
+        "vllm/entrypoints/__init__.py": "",
+        "vllm/entrypoints/openai/__init__.py": "",
+        "vllm/entrypoints/openai/api_server.py": "print('serving')\n",
+        "vllm/py.typed": "",
+        ".buildkite/check-wheel-size.py": "import sys\nsys.exit('wheel over the upload limit')\n",
+        "Dockerfile": VLLM_DOCKERFILE,
+    })
+    git(path, "tag", "v0.1.0")
+    repo.commit("child", {"vllm/engine.py": "BLOCK_SIZE = 32\n"})
+    return repo

@@ -166,3 +166,33 @@ def test_short_shas_become_full_where_the_resolver_knows_them():
     resolved = with_full_shas(entries, resolve)
     assert [(e.sha, e.roles) for e in resolved] == [(A, ("human", "parent")), ("bbbbbbb", ("parent",)),
                                                     (C, ("human",))]
+
+
+def test_vllm_records_yield_one_commit_with_its_dockerfile_or_the_candidates():
+    entries = parse_dataset([line(commit=A, commit_date="2024-05-01T10:00:00-07:00", Dockerfile="FROM v\n"),
+                             line(commit=B, commit_date="2024-05-02T10:00:00+00:00", Dockerfile=None),
+                             line(commit="nothex!", Dockerfile=None), line(commit=A, Dockerfile=None)])
+    assert entries[:2] == [CommitSpec(A, ("commit",), DockerfileSource(content="FROM v\n"), 1),
+                           CommitSpec(B, ("commit",), DockerfileSource(), 2)]
+    assert "not hexadecimal" in entries[2].reason and "duplicate of the record on line 1" in entries[3].reason
+    assert entries[0].test_id == f"commit-{A}"
+
+
+def test_commit_list_one_sha_per_line(tmp_path):
+    path = tmp_path / "commits.txt"
+    path.write_text(f"# vLLM commits\n{A}\n\n{B}  # flaky\nnot-a-sha\n{A}\n")
+    plan = load_plan(path, None)
+    assert [(getattr(e, "sha", None), type(e).__name__) for e in plan.entries] == [
+        (A, "CommitSpec"), (B, "CommitSpec"), (None, "InvalidEntry")]
+    assert plan.entries[2].line == 5
+
+
+def test_real_vllm_sample_with_its_blacklist(shared_data):
+    plan = load_plan(shared_data / "vllm" / "nvidia-vllm-docker.sample.jsonl", shared_data / "vllm" / "blacklist.txt")
+    assert len(plan.entries) + len(plan.blacklisted) == 40
+    assert all(isinstance(e, CommitSpec) and e.roles == ("commit",) for e in plan.entries)
+
+
+def test_missing_dataset_is_an_error_that_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_plan(tmp_path / "nope.jsonl", None)

@@ -6,13 +6,14 @@ import io
 import json
 import re
 import tarfile
+from datetime import datetime, timezone
 
 import docker
 import pytest
 import requests
 
 from helpers.publish import MANIFEST_TYPES
-from tests.minirepo import record
+from tests.minirepo import git, record
 
 pytestmark = pytest.mark.docker
 
@@ -147,3 +148,18 @@ def test_show_build_logs_streams_each_commit_prefixed_by_its_short_sha(harness_r
     for sha in (parent, child):
         assert f"[{sha[:12]}] commit:     {sha}" in run.output
         assert re.search(rf"^\[{sha[:12]}\] #\d+ naming to ", run.output, re.M)
+
+
+def test_freeze_deps_reaches_the_install_steps_and_leaves_earlier_layers_shared(harness_runner, pair_dataset,
+                                                                              mini_repo, docker_client):
+    parent, child = pair_dataset
+    run = harness_runner.run(mini_repo.path, "--no-push", "--freeze-deps", "-p", "no:xdist")
+    assert run.returncode == 0, run.output
+    seconds = int(git(mini_repo.path, "show", "-s", "--format=%ct", child))
+    day = datetime.fromtimestamp(seconds, tz=timezone.utc).date().isoformat()
+    history = [h["CreatedBy"] for h in docker_client.api.history(harness_runner.ref(child))]
+    install = next(h for h in history if "harness-src" in h)
+    assert f"PIP_UPLOADED_PRIOR_TO={day}T23:59:59Z" in install and f"UV_EXCLUDE_NEWER={day}T23:59:59Z" in install
+    earlier = next(h for h in history if "dependencies of the image" in h)
+    assert "PIP_UPLOADED_PRIOR_TO" not in earlier
+    assert re.search(r"^#\d+ CACHED$", run.log(child), re.M)

@@ -49,3 +49,25 @@ def test_proof_step_refuses_an_empty_commit_and_writes_the_full_sha():
 def test_heredoc_content_is_untouched():
     text = 'FROM base\nCOPY <<-"EOF" /x\nline\n\n\n\nEOF\nRUN a\n'
     assert declare_identity(text, SGLANG).startswith('FROM base\nCOPY <<-"EOF" /x\nline\n\n\n\nEOF\nRUN a\n')
+
+
+def test_scm_version_is_declared_only_where_the_project_is_built_after_its_source():
+    from helpers.profiles import VLLM
+    from helpers.render.identity import declare_scm_version
+    text = ("FROM base AS build\nCOPY requirements.txt requirements.txt\nRUN pip install -r requirements.txt\n"
+            "COPY vllm vllm\nCOPY setup.py setup.py\nRUN echo building\nRUN python3 setup.py bdist_wheel\n"
+            "FROM build AS test\nRUN pip install -e .\nFROM base\nRUN pip install accelerate\n")
+    assert declare_scm_version(text, VLLM) == (
+        "FROM base AS build\nCOPY requirements.txt requirements.txt\nRUN pip install -r requirements.txt\n"
+        "COPY vllm vllm\nCOPY setup.py setup.py\nRUN echo building\nARG SETUPTOOLS_SCM_PRETEND_VERSION\n"
+        "ARG SETUPTOOLS_SCM_PRETEND_VERSION_FOR_VLLM\nRUN python3 setup.py bdist_wheel\n"
+        "FROM build AS test\nARG SETUPTOOLS_SCM_PRETEND_VERSION\nARG SETUPTOOLS_SCM_PRETEND_VERSION_FOR_VLLM\n"
+        "RUN pip install -e .\nFROM base\nRUN pip install accelerate\n")
+
+
+def test_freeze_date_is_declared_before_the_first_install_of_each_stage_only():
+    from helpers.render.identity import declare_freeze
+    text = "FROM base\nRUN apt-get update\nRUN pip install torch\nRUN pip install x\nFROM other\nRUN uv pip sync r\n"
+    assert declare_freeze(text) == (
+        "FROM base\nRUN apt-get update\nARG PIP_UPLOADED_PRIOR_TO\nARG UV_EXCLUDE_NEWER\nRUN pip install torch\n"
+        "RUN pip install x\nFROM other\nARG PIP_UPLOADED_PRIOR_TO\nARG UV_EXCLUDE_NEWER\nRUN uv pip sync r\n")

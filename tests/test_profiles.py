@@ -1,0 +1,65 @@
+"""Project profiles: the built-ins, TOML files, and validation with clear errors."""
+from dataclasses import replace
+
+import pytest
+
+from helpers.errors import ConfigError
+from helpers.profiles import FIXES, SGLANG, VLLM, builtin_profile, load_profile_file, normalise_repo
+
+
+def test_builtin_profiles():
+    assert builtin_profile("sglang") is SGLANG and builtin_profile("vllm") is VLLM
+    assert (VLLM.image_name, VLLM.proof_file, VLLM.build_arg, VLLM.editable_required) == (
+        "nvidia-vllm-docker", "/opt/vllm_commit.txt", "VLLM_COMMIT", False)
+    assert SGLANG.package_path == "python/sglang" and VLLM.package_path == "vllm"
+    assert set(VLLM.fixes) == set(FIXES) and SGLANG.fixes == ("dockerfile_syntax", "no_git_mount")
+    with pytest.raises(ConfigError, match="unknown project 'tgi'; built in: sglang, vllm"):
+        builtin_profile("tgi")
+
+
+@pytest.mark.parametrize("url, ident", [
+    ("https://github.com/sgl-project/sglang.git", "github.com/sgl-project/sglang"),
+    ("https://github.com/SGL-Project/SGLang/", "github.com/sgl-project/sglang"),
+    ("git@github.com:sgl-project/sglang.git", "github.com/sgl-project/sglang"),
+    ("ssh://git@github.com:22/sgl-project/sglang.git", "github.com/sgl-project/sglang"),
+    ("https://user@github.com/sgl-project/sglang", "github.com/sgl-project/sglang"),
+])
+def test_repository_urls_are_normalised(url, ident):
+    assert normalise_repo(url) == ident
+
+
+def test_profile_file_from_scratch(tmp_path):
+    path = tmp_path / "tgi.toml"
+    path.write_text('name = "mini"\nrepo_url = "https://example.com/org/mini.git"\nimage_name = "mini-img"\n'
+                    'distribution = "mini-pkg"\nimport_name = "mini"\nsource_subdir = ""\n'
+                    'default_location = "/src"\nproof_file = "/opt/mini_commit.txt"\nbuild_arg = "MINI_COMMIT"\n'
+                    'dockerfile_candidates = ["Dockerfile"]\neditable_required = false\nfixes = ["pin_outlines"]\n')
+    profile = load_profile_file(path)
+    assert profile.package_path == "mini" and profile.fixes == ("pin_outlines",) and not profile.editable_required
+
+
+def test_profile_file_based_on_a_builtin(tmp_path):
+    path = tmp_path / "fork.toml"
+    path.write_text('base = "sglang"\nrepo_url = "https://github.com/me/sglang-fork.git"\nimage_name = "fork"\n')
+    profile = load_profile_file(path)
+    assert profile == replace(SGLANG, repo_url="https://github.com/me/sglang-fork.git", image_name="fork")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('base = "sglang"\nimage = "x"\n', "unknown keys \\['image'\\]"),
+    ('base = "sglang"\nfixes = "pin_outlines"\n', "fixes must be a list of strings"),
+    ('base = "sglang"\neditable_required = "yes"\n', "editable_required must be a bool"),
+    ('base = "sglang"\nfixes = ["make_it_work"]\n', "unknown fixes \\['make_it_work'\\]"),
+    ('base = "sglang"\nproof_file = "relative.txt"\n', "must be an absolute path"),
+    ('base = "sglang"\nbuild_arg = "1BAD"\n', "not a valid ARG name"),
+    ('base = "sglang"\nimage_name = "Upper Case"\n', "not a valid image repository name"),
+    ('base = "sglang"\nsource_subdir = "../up"\n', "relative path inside the repository"),
+    ('name = "x"\n', "missing keys"),
+    ('base = "nope"\n', "unknown project"),
+    ("not toml = = =\n", "profile file"),
+])
+def test_bad_profile_files_say_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "p.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_profile_file(path)
