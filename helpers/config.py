@@ -95,9 +95,12 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
     if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
         raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
                           "--namespace (or use --no-push)")
+    dataset = Path(options.get("dataset") or root / "data" / "sglang_track_all.json").resolve()
+    if not dataset.is_file():
+        raise ConfigError(f"dataset {dataset} does not exist (--dataset)")
     return HarnessConfig(
         profile=profile,
-        dataset=Path(options.get("dataset") or root / "data" / "sglang_track_all.json").resolve(),
+        dataset=dataset,
         blacklist=Path(options.get("blacklist") or root / "data" / "blacklist.txt").resolve(),
         repo_url=check_repo_url(options.get("repo_url") or profile.repo_url),
         cache_dir=Path(options.get("cache_dir") or default_cache_dir()).resolve(),

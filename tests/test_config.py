@@ -10,13 +10,13 @@ ROOT = Path("/nonexistent-root")
 
 
 def config(**options):
-    return make_config({"no_push": True, "work_dir": "/tmp/harness-config-test", **options}, ROOT, "sid")
+    defaults = {"no_push": True, "work_dir": "/tmp/harness-config-test", "dataset": __file__}
+    return make_config({**defaults, **options}, ROOT, "sid")
 
 
 def test_defaults():
     c = config()
     assert c.profile.name == "sglang" and c.image.name == "nvidia-sglang-docker"
-    assert c.dataset == ROOT / "data" / "sglang_track_all.json"
     assert c.repo_url == "https://github.com/sgl-project/sglang.git"
     assert c.platform == "linux/amd64" and c.push is False
 
@@ -26,6 +26,10 @@ def test_defaults():
     ({"base_image_map": ["x"]}, "PATTERN=IMAGE"),
     ({"build_timeout": -1}, "must be positive"),
     ({"repo_url": "https://u:p@h/x.git"}, "must not embed a password"),
+    ({"dataset": "/nonexistent/d.jsonl"}, "does not exist"),
+    ({"prepare_only": True}, "needs --out-dir"),
+    ({"project": "vllm", "profile_file": "/x.toml"}, "not both"),
+    ({"disable_fix": ["bogus"]}, "unknown fix 'bogus'"),
     ({"work_dir": str(Path(__file__).parent)}, "inside a git work tree"),
     ({"no_push": False, "registry": "docker.io", "namespace": ""}, "needs a namespace"),
 ])
@@ -44,3 +48,9 @@ def test_verify_only_never_pushes(monkeypatch):
     monkeypatch.setenv("DOCKERHUB_USERNAME", "alice")
     c = config(no_push=False, verify_only=True)
     assert c.verify_only and not c.push
+
+
+def test_fixes_are_the_profiles_plus_enabled_minus_disabled():
+    c = config(project="vllm", disable_fix=["pin_outlines"])
+    assert "pin_outlines" not in c.fixes and "no_git_mount" in c.fixes
+    assert config(enable_fix=["pin_outlines"]).fixes == {"dockerfile_syntax", "no_git_mount", "pin_outlines"}
