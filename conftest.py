@@ -12,7 +12,7 @@ from helpers import dataset, report
 from helpers.config import make_config
 from helpers.errors import ConfigError, DatasetInvalid, HarnessError, InfraError
 from helpers.pipeline import Harness, Produced
-from helpers.progress import Followers
+from helpers.progress import Followers, RunProgress
 
 ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
@@ -47,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--git-timeout", type=float, help="seconds for a clone or fetch (default 1800)")
     g.addoption("--push-retries", type=int, help="retries of a push on transient errors (default 3)")
     g.addoption("--batch-size", type=int, help="keep only the first N selected commits")
+    g.addoption("--shard", metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")
+    g.addoption("--skip-pushed", action="store_true",
+                help="skip commits whose image tag is already in the registry (listed once per session)")
     g.addoption("--show-build-logs", action="store_true", help="stream build output prefixed by short SHA")
     g.addoption("--keep-contexts", action="store_true", help="keep build contexts for inspection")
     g.addoption("--enable-fix", action="append", metavar="NAME", help="apply a context fix the profile leaves off")
@@ -78,6 +81,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.harness_config = make_config(options, ROOT, config.harness_session)
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from e
+    if not worker:
+        config.pluginmanager.register(ProgressLines(config), "harness-progress")
     if not worker and config.harness_config.show_build_logs:
         config.pluginmanager.register(BuildLogEcho(config, config.harness_config.log_dir), "harness-log-echo")
     if not worker and not config.option.collectonly and not config.harness_config.prepare_only:
@@ -91,7 +96,7 @@ OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", 
                "prepare_only", "out_dir", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
-               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts")
+               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed", "shard")
 
 
 class BuildLogEcho:
@@ -110,6 +115,31 @@ class BuildLogEcho:
         self.followers.stop(nodeid)
 
 
+class ProgressLines:
+    """A line per finished commit as the run goes (result, category, build seconds); a table at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config, self.progress = config, RunProgress()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "test_commit[" not in report.nodeid:
+            return
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
+        line = self.progress.finish(report.nodeid, report.when, report.outcome, dict(report.user_properties), reason)
+        if line:
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if getattr(getattr(terminal, "_tw", None), "width_of_current_line", 0):
+                terminal.write("\n")                # after xdist's progress dots
+            terminal.write_line(line)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        table = self.progress.table()
+        if table:
+            terminalreporter.section("commits of this run")
+            for line in table:
+                terminalreporter.write_line(line)
+
+
 def terminal_writer(config: pytest.Config):
     """Writes to the real terminal even while pytest captures this process's output (no -n)."""
     capture = getattr(config.pluginmanager.get_plugin("capturemanager"), "_global_capturing", None)
@@ -125,14 +155,25 @@ class SessionIdToWorkers:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:
         node.workerinput["harness_session"] = node.config.harness_session
+        pushed = node.config.harness_pushed
+        node.workerinput["harness_pushed"] = None if pushed is None else sorted(pushed)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    """On the controller, before any worker starts: the engine must answer, and --skip-pushed
+    lists the repository's tags once for the whole session."""
     config = session.config
-    if config.harness_config is None or config.option.collectonly or hasattr(config, "workerinput"):
+    worker = getattr(config, "workerinput", None)
+    pushed = worker.get("harness_pushed") if worker else None
+    config.harness_pushed = None if pushed is None else set(pushed)
+    cfg = config.harness_config
+    if cfg is None or config.option.collectonly or worker or cfg.prepare_only:
         return
+    harness = Harness(cfg)
     try:
-        Harness(config.harness_config).check_engine()
+        harness.check_engine()
+        if cfg.skip_pushed:
+            config.harness_pushed = harness.pushed_tags()
     except InfraError as e:
         pytest.exit(f"stopping before any commit: {e.message}", returncode=3)
 
@@ -153,12 +194,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    size = config.getoption("batch_size")
-    if size is None:
+    """After -k/-m/--lf: the first --batch-size commits, then this --shard's part of them."""
+    cfg = config.harness_config
+    if cfg is None:
         return
-    commits = [i for i in items if isinstance(getattr(i, "callspec", None) and i.callspec.params.get("commit"),
-                                               dataset.CommitSpec)]
-    dropped = set(commits[max(size, 0):])
+    entries = {i: i.callspec.params["commit"] for i in items
+               if hasattr(i, "callspec") and "commit" in i.callspec.params}
+    dropped = set()
+    size = config.getoption("batch_size")
+    if size is not None:
+        commits = [i for i, e in entries.items() if isinstance(e, dataset.CommitSpec)]
+        dropped |= set(commits[max(size, 0):])
+    if cfg.shard:
+        dropped |= {i for i, e in entries.items() if not dataset.in_shard(e, *cfg.shard)}
     if dropped:
         config.hook.pytest_deselected(items=[i for i in items if i in dropped])
         items[:] = [i for i in items if i not in dropped]
@@ -171,10 +219,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if call.excinfo is None or call.when == "teardown" or "commit" not in getattr(item, "fixturenames", ()):
         return
     error = call.excinfo.value
+    if call.excinfo.errisinstance(pytest.skip.Exception):
+        return
     category = error.category if isinstance(error, HarnessError) else "infra_error"
     item.user_properties.append(("category", category))
+    report.user_properties.append(("category", category))
     if isinstance(error, HarnessError):
         report.longrepr = error.describe()
+
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -190,7 +242,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if final is None or temporary is None or not temporary.exists():
         return
     os.replace(temporary, final)
-    report.update_status_from_junit(final, config.harness_config.status_dir)
+    outcomes = report.update_status_from_junit(final, config.harness_config.status_dir)
+    report.atomic_write(final.with_name("summary.md"), report.markdown_summary(outcomes))
 
 
 @pytest.fixture(scope="session")
@@ -213,6 +266,11 @@ def commit_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Pr
         record("sha", commit.sha)
     if isinstance(commit, dataset.InvalidEntry):
         return Produced(error=DatasetInvalid(commit.reason))
+    pushed = request.config.harness_pushed
+    if pushed is not None:
+        skip_reason = harness.skip_reason(commit.sha, pushed)
+        if skip_reason:
+            pytest.skip(skip_reason)
     try:
         return Produced(image=harness.produce(commit, record))
     except HarnessError as e:

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.dataset import parse_shard
 from helpers.errors import ConfigError
 from helpers.profiles import FIXES, Profile, builtin_profile, load_profile_file
 from helpers.publish import ImageName
@@ -41,6 +42,8 @@ class HarnessConfig:
     push_retries: int = 3
     show_build_logs: bool = False
     keep_contexts: bool = False
+    skip_pushed: bool = False
+    shard: tuple[int, int] | None = None
     fixes: frozenset[str] = frozenset()
     freeze_deps: bool = False
     prepare_only: bool = False
@@ -52,8 +55,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE_DIR") or Path(base) / "commit-image-harness")
 
 
+def default_dataset(root: Path, profile: Profile) -> Path:
+    """data/sglang_track_all.json for SGLang, data/<image name>.jsonl for every other project."""
+    name = "sglang_track_all.json" if profile.name == "sglang" else f"{profile.image_name}.jsonl"
+    return root / "data" / name
+
+
 def default_work_dir() -> Path:
     return Path(tempfile.gettempdir()) / "commit-image-harness"
+
+
+def shard(text: str | None) -> tuple[int, int] | None:
+    try:
+        return parse_shard(text) if text else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def positive(name: str, value: float) -> float:
@@ -95,7 +111,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
     if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
         raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
                           "--namespace (or use --no-push)")
-    dataset = Path(options.get("dataset") or root / "data" / "sglang_track_all.json").resolve()
+    dataset = Path(options.get("dataset") or default_dataset(root, profile)).resolve()
     if not dataset.is_file():
         raise ConfigError(f"dataset {dataset} does not exist (--dataset)")
     return HarnessConfig(
@@ -124,6 +140,8 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
+        skip_pushed=bool(options.get("skip_pushed")),
+        shard=shard(options.get("shard")),
         fixes=choose_fixes(profile, options.get("enable_fix"), options.get("disable_fix")),
         freeze_deps=bool(options.get("freeze_deps")),
         prepare_only=prepare_only,

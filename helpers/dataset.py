@@ -251,6 +251,21 @@ def is_blacklisted(sha: str, blacklist: set[str]) -> bool:
     return any(sha.startswith(b) or b.startswith(sha) for b in blacklist)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` (1 <= I <= N) -> (I, N); ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(f"--shard {text!r}: expected I/N with 1 <= I <= N, for example 2/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def in_shard(entry: Entry, index: int, count: int) -> bool:
+    """Membership decided by the commit's SHA alone, so shards stay stable when the dataset grows;
+    entries without a SHA go by their line number."""
+    key = int(entry.sha[:15], 16) if entry.sha else entry.line
+    return key % count == index - 1
+
+
 def read_lines(path: Path) -> list[str]:
     """Text lines of a data file; undecodable bytes are replaced so one bad byte fails one line."""
     return path.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -118,6 +118,17 @@ class Harness:
     def registry(self) -> publish.RegistryAPI:
         return publish.RegistryAPI(self.config.image.registry, self.credentials)
 
+    def pushed_tags(self) -> set[str]:
+        """Every tag of the image repository, from the registry's paginated tag list."""
+        return set(self.registry.tags(self.config.image.repository))
+
+    def skip_reason(self, sha: str, pushed: set[str]) -> str | None:
+        """--skip-pushed: why this commit needs no work, or None when it does."""
+        is_pushed = sha in pushed
+        if self.config.verify_only:
+            return None if is_pushed else f"not pushed to {self.config.image.ref(sha)}: nothing to verify"
+        return f"already pushed: {self.config.image.ref(sha)}" if is_pushed else None
+
     def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
         """Context, fixes, render, build, push: an image tagged with the commit's full SHA."""
         sha = self.mirror.resolve(spec.sha)

@@ -1,14 +1,17 @@
-"""Progress: follow the build logs of running commits and echo them, prefixed by the short SHA.
+"""Progress: what a person watching the run sees: a line per finished commit, a table at the
+end, and (--show-build-logs) each running commit's build log, prefixed by its short SHA.
 
 Workers cannot print (pytest captures their output; xdist workers have no terminal), so the
-process that owns the terminal follows each running commit's log file instead.
+process that owns the terminal does all of it: it follows each running commit's log file.
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -75,3 +78,46 @@ class Followers:
         follower = self.running.pop(key, None)
         if follower:
             follower.stop()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One commit's end as the run reports it."""
+
+    sha: str
+    roles: str
+    result: str            # passed, failed, skipped
+    category: str
+    build_seconds: str
+    detail: str            # the image of a success, the reason of a failure or skip
+
+
+class RunProgress:
+    """A line per finished commit while the run goes, and a table of all of them at the end."""
+
+    def __init__(self) -> None:
+        self.finished: list[Finished] = []
+
+    def finish(self, nodeid: str, when: str, outcome: str, properties: dict[str, str], reason: str) -> str | None:
+        """The progress line of a test report that ends a commit, else None."""
+        if not (when == "call" or (when == "setup" and outcome != "passed")):
+            return None
+        sha = properties.get("sha") or nodeid[nodeid.find("[") + 1:].rstrip("]")
+        reasons = [line for line in reason.strip().splitlines() if line.strip() and not re.match(r"\[gw\d+\] ", line)]
+        detail = properties.get("image", "") if outcome == "passed" else (reasons[0][:160] if reasons else "")
+        done = Finished(sha, properties.get("roles", ""), outcome,
+                        properties.get("category", "" if outcome != "failed" else "infra_error"),
+                        properties.get("build_seconds", "-"), detail)
+        self.finished.append(done)
+        name = done.sha[:12] if re.fullmatch(r"[0-9a-f]{40}", done.sha) else done.sha
+        return (f"[{len(self.finished):>4}] {done.result.upper():7} {done.roles:12} {name:12} "
+                f"{done.category or '-':24} build {done.build_seconds:>8}s  {done.detail}")
+
+    def table(self) -> list[str]:
+        if not self.finished:
+            return []
+        rows = [("result", "category", "roles", "commit", "build s", "image or reason")]
+        rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.detail) for f in self.finished]
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5]
+                for row in rows]

@@ -1,14 +1,19 @@
-"""Report: read JUnit results and merge them into the status lists, every write atomic.
+"""Report: read JUnit results, merge them into the status lists, and summarise them in Markdown.
 
 Status lists use the seed's format: `# CATEGORY: N commits`, then one SHA per line, in
 `commit-status/success.txt` and `commit-status/failed/<category>.txt`. A run moves only
 the commits it ran; every other entry, including categories this tool never produces, stays.
+Every write is atomic. `python -m helpers.report fold reports/*.xml` folds the JUnit files of
+many shards or re-runs with the same rules, the newest result of a commit winning.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,7 @@ class Outcome:
     name: str
     properties: dict[str, str]
     message: str = ""
+    timestamp: str = ""       # when its test session started (the JUnit testsuite's timestamp)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -44,7 +50,16 @@ def atomic_write(path: Path, text: str) -> None:
 def read_junit(path: Path) -> list[Outcome]:
     """Outcomes of the commit tests in a JUnit file (test cases without a `sha` property are ignored)."""
     outcomes = []
-    for case in ET.parse(path).getroot().iter("testcase"):
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    for suite in suites:
+        outcomes += read_suite(suite)
+    return outcomes
+
+
+def read_suite(suite: ET.Element) -> list[Outcome]:
+    outcomes = []
+    for case in suite.iter("testcase"):
         props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
         if not props.get("sha"):
             continue
@@ -58,7 +73,9 @@ def read_junit(path: Path) -> list[Outcome]:
             status, message = "skipped", skipped.get("message", "")
         else:
             status, message = SUCCESS, ""
-        outcomes.append(Outcome(props["sha"], status, case.get("name", ""), props, message))
+        failure_text = (problem.text or "") if problem is not None else ""
+        outcomes.append(Outcome(props["sha"], status, case.get("name", ""), props, failure_text or message,
+                                suite.get("timestamp", "")))
     return outcomes
 
 
@@ -109,3 +126,75 @@ def update_status_from_junit(junit: Path, folder: Path) -> list[Outcome]:
     outcomes = read_junit(junit)
     write_status(folder, merge(read_status(folder), outcomes))
     return outcomes
+
+
+def fold(junits: list[Path], folder: Path) -> list[Outcome]:
+    """Merge many JUnit files into the status lists; a commit's newest result wins (skips never do)."""
+    outcomes = [o for path in junits for o in read_junit(path)]
+    latest: dict[str, Outcome] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.timestamp):        # stable: ties keep argument order
+        if outcome.status != "skipped" or outcome.sha not in latest:
+            latest[outcome.sha] = outcome
+    write_status(folder, merge(read_status(folder), list(latest.values())))
+    return list(latest.values())
+
+
+def cell(text: str, lines: int = 4) -> str:
+    """Text fit for one Markdown table cell: its last lines, pipes escaped."""
+    tail = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
+    return "<br>".join(line.replace("|", "\\|")[:200] for line in tail) or "-"
+
+
+def markdown_summary(outcomes: list[Outcome]) -> str:
+    """Counts per category, failures with the last lines of their reason, and each success's image."""
+    counts = Counter(o.status for o in outcomes)
+    lines = [f"## Commit images: {len(outcomes)} commits", "", "| result | commits |", "|---|---|"]
+    lines += [f"| {status} | {n} |" for status, n in sorted(counts.items(), key=lambda kv: (kv[0] != SUCCESS, kv))]
+    failures = [o for o in outcomes if o.status not in (SUCCESS, "skipped")]
+    if failures:
+        lines += ["", "### Failures", "", "| commit | roles | category | reason |", "|---|---|---|---|"]
+        lines += [f"| `{o.sha[:12]}` | {o.properties.get('roles', '')} | {o.status} | {cell(o.message)} |"
+                  for o in failures]
+    successes = [o for o in outcomes if o.status == SUCCESS]
+    if successes:
+        lines += ["", "### Images", "", "| commit | roles | image | digest | build s |", "|---|---|---|---|---|"]
+        lines += [f"| `{o.sha[:12]}` | {o.properties.get('roles', '')} | `{o.properties.get('image', '')}` | "
+                  f"`{o.properties.get('digest', '-')}` | {o.properties.get('build_seconds', '-')} |"
+                  for o in successes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.report")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fold_cmd = commands.add_parser("fold", help="merge JUnit files into the status lists and write a summary")
+    fold_cmd.add_argument("junit", nargs="+", type=Path, help="JUnit files (shards, re-runs), any order")
+    fold_cmd.add_argument("--status-dir", type=Path, default=Path("commit-status"))
+    fold_cmd.add_argument("--summary", type=Path, help="Markdown summary file (default: $GITHUB_STEP_SUMMARY, "
+                                                       "else standard output)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.junit if not p.is_file()]
+    if missing:
+        print(f"error: no such JUnit file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        outcomes = fold(args.junit, args.status_dir)
+    except ET.ParseError as e:
+        print(f"error: a JUnit file is not valid XML: {e}", file=sys.stderr)
+        return 2
+    summary = markdown_summary(outcomes)
+    target = args.summary or (Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY")
+                              else None)
+    if target is None:
+        sys.stdout.write(summary)
+    else:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(summary)
+    counts = Counter(o.status for o in outcomes)
+    print(f"folded {len(args.junit)} file(s): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -132,3 +132,14 @@ def pair_dataset(harness_runner: Runner, mini_repo: MiniRepo) -> tuple[str, str]
     parent, child = mini_repo.commits
     harness_runner.write_dataset(record(child, parent))
     return parent, child
+
+
+REGISTRY_USER, REGISTRY_TOKEN = "harness", "tok-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def auth_registry(docker_client: docker.DockerClient) -> str:
+    """A real registry with htpasswd (basic) authentication."""
+    from testcontainers.community.registry import DockerRegistryContainer
+    with DockerRegistryContainer("registry:2", username=REGISTRY_USER, password=REGISTRY_TOKEN) as container:
+        yield container.get_registry()

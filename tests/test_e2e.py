@@ -163,3 +163,54 @@ def test_freeze_deps_reaches_the_install_steps_and_leaves_earlier_layers_shared(
     earlier = next(h for h in history if "dependencies of the image" in h)
     assert "PIP_UPLOADED_PRIOR_TO" not in earlier
     assert re.search(r"^#\d+ CACHED$", run.log(child), re.M)
+
+
+def test_skip_pushed_lists_tags_once_and_skips_what_is_there(harness_runner, pair_dataset, mini_repo,
+                                                              docker_client):
+    parent, child = pair_dataset
+    first = harness_runner.run(mini_repo.path, "-k", parent)
+    assert first.returncode == 0, first.output
+    again = harness_runner.run(mini_repo.path, "--skip-pushed")
+    assert again.returncode == 0, again.output
+    assert again.outcomes[parent].status == "skipped"
+    assert f"already pushed: {harness_runner.ref(parent)}" in again.outcomes[parent].message
+    assert again.outcomes[child].status == "success"
+    assert again.statuses == {parent: "success", child: "success"}
+    assert re.search(rf"SKIPPED +parent +{parent[:12]} .*already pushed", again.output)
+    # --verify-only with --skip-pushed: what is pushed is pulled (not found locally) and verified
+    docker_client.images.remove(harness_runner.ref(child), force=True)
+    verified = harness_runner.run(mini_repo.path, "--verify-only", "--skip-pushed", "-k", child)
+    assert verified.returncode == 0, verified.output
+    assert verified.outcomes[child].status == "success"
+    docker_client.images.get(harness_runner.ref(child))
+
+
+def test_skip_pushed_against_an_unreachable_registry_stops_and_says_so(harness_runner, pair_dataset, mini_repo):
+    status = harness_runner.workdir / "status"
+    (status / "failed").mkdir(parents=True)
+    (status / "success.txt").write_text("# SUCCESS: 1 commits\n" + "f" * 40 + "\n")
+    run = harness_runner.run(mini_repo.path, "--skip-pushed", "--registry=127.0.0.1:9")
+    assert run.returncode == 3
+    assert "stopping before any commit: registry http://127.0.0.1:9 cannot be reached" in run.output
+    assert run.statuses == {"f" * 40: "success"}
+
+
+def test_shards_split_the_commits_with_no_overlap_and_no_gap(harness_runner, mini_repo, shared_data):
+    harness_runner.dataset = shared_data / "sglang" / "sglang_track_all.json"
+    seen = []
+    for index in (1, 2, 3):
+        run = harness_runner.run(mini_repo.path, "--collect-only", "-q", f"--shard={index}/3")
+        seen += re.findall(r"test_commit\[[^\]]+\]", run.output)
+    assert len(seen) == 93 and len(set(seen)) == 93
+
+
+def test_progress_lines_and_the_final_table(harness_runner, mini_repo):
+    parent, child = mini_repo.commits
+    harness_runner.write_dataset(record(child, parent), "not json")
+    run = harness_runner.run(mini_repo.path, "--no-push", "-n", "2")
+    assert re.search(rf"^\[ +\d\] PASSED +human +{child[:12]} +- +build +[\d.]+s", run.output, re.M)
+    assert re.search(r"^\[ +\d\] FAILED +dataset-line2-invalid +dataset_invalid", run.output, re.M)
+    table = run.output.split("commits of this run", 1)[1]
+    assert re.search(rf"passed +- +parent +{parent}", table)
+    summary = (harness_runner.workdir / "reports" / "summary.md").read_text()
+    assert "| success | 2 |" in summary and f"`{child[:12]}` | human |" in summary

@@ -126,3 +126,24 @@ def test_unreachable_registry_is_an_error_that_says_so():
         api.manifest_digest("test/x", "t")
     with pytest.raises(InfraError, match="cannot be reached"):
         list(api.tags("test/x"))
+
+
+@pytest.mark.docker
+def test_basic_auth_registry_push_and_listing_with_credentials_only(docker_client, auth_registry):
+    from tests.conftest import REGISTRY_TOKEN, REGISTRY_USER
+    creds = Credentials(REGISTRY_USER, REGISTRY_TOKEN)
+    image = ImageName(auth_registry, "test", f"private-{uuid.uuid4().hex[:8]}")
+    ref = image.ref("c" * 40)
+    tiny_image(docker_client, ref)
+    try:
+        with pytest.raises(PushFailed):
+            push(docker_client, ref, None, retries=0)
+        digest = push(docker_client, ref, creds)
+        assert list(RegistryAPI(auth_registry, creds).tags(image.repository)) == ["c" * 40]
+        assert RegistryAPI(auth_registry, creds).manifest_digest(image.repository, "c" * 40) == digest
+        with pytest.raises(InfraError, match="wants a login"):
+            list(RegistryAPI(auth_registry, None).tags(image.repository))
+        with pytest.raises(InfraError, match="answered 401"):
+            list(RegistryAPI(auth_registry, Credentials(REGISTRY_USER, "wrong")).tags(image.repository))
+    finally:
+        docker_client.images.remove(ref, force=True)

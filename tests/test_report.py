@@ -3,7 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers.report import Outcome, atomic_write, merge, read_junit, read_status, update_status_from_junit, write_status
+from helpers.report import (
+    Outcome,
+    atomic_write,
+    fold,
+    main,
+    markdown_summary,
+    merge,
+    read_junit,
+    read_status,
+    update_status_from_junit,
+    write_status,
+)
 
 A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
 
@@ -72,3 +83,42 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path):
         atomic_write(target, None)  # type: ignore[arg-type]
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def suite(timestamp: str, *cases: str) -> str:
+    return f'<testsuites><testsuite name="pytest" timestamp="{timestamp}">{"".join(cases)}</testsuite></testsuites>'
+
+
+def test_fold_merges_shards_and_reruns_newest_first(tmp_path: Path):
+    old = tmp_path / "shard-1.xml"
+    new = tmp_path / "rerun.xml"
+    other = tmp_path / "shard-2.xml"
+    old.write_text(suite("2026-01-01T10:00:00", case(A, '<failure message="[build_failed] boom">boom\nlast line'
+                                                        '</failure>', "build_failed"), case(B)))
+    other.write_text(suite("2026-01-01T10:05:00", case(C, '<failure message="x">x</failure>', "push_failed")))
+    new.write_text(suite("2026-01-02T09:00:00", case(A), case(B, '<skipped message="already pushed"/>')))
+    status = tmp_path / "status"
+    outcomes = fold([new, old, other], status)
+    assert {o.sha: o.status for o in outcomes} == {A: "success", B: "success", C: "push_failed"}
+    assert read_status(status) == {A: "success", B: "success", C: "push_failed"}
+
+
+def test_markdown_summary_counts_failures_and_images():
+    outcomes = [Outcome(A, "success", "t", {"roles": "human", "image": "r/i:" + A, "digest": "sha256:1",
+                                            "build_seconds": "12.5"}),
+                Outcome(B, "build_failed", "t", {"roles": "parent"}, "[build_failed] x\n#9 ERROR: a | b\nlast")]
+    text = markdown_summary(outcomes)
+    assert "| success | 1 |\n| build_failed | 1 |" in text
+    assert f"| `{B[:12]}` | parent | build_failed | [build_failed] x<br>#9 ERROR: a \\| b<br>last |" in text
+    assert f"| `{A[:12]}` | human | `r/i:{A}` | `sha256:1` | 12.5 |" in text
+
+
+def test_fold_command_writes_the_summary_where_github_reads_it(tmp_path: Path, monkeypatch):
+    junit = tmp_path / "j.xml"
+    junit.write_text(suite("2026-01-01T00:00:00", case(A)))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "step-summary.md"))
+    assert main(["fold", str(junit), "--status-dir", str(tmp_path / "s")]) == 0
+    assert "| success | 1 |" in (tmp_path / "step-summary.md").read_text()
+    assert main(["fold", str(tmp_path / "missing.xml")]) == 2
+    (tmp_path / "bad.xml").write_text("<not closed")
+    assert main(["fold", str(tmp_path / "bad.xml"), "--status-dir", str(tmp_path / "s")]) == 2

@@ -1,0 +1,76 @@
+"""The GitHub workflows: valid against GitHub's schema (offline, as check-jsonschema vendors it),
+and every pytest option they pass is one the harness knows."""
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+# Example values for the variables the workflows' run steps use; a new variable must be added here.
+EXAMPLES = {"PARALLEL": "2", "PROJECT": "sglang", "DATASET": "data/sglang_track_all.json", "BATCH": "5",
+            "SHARD": "1/1", "push_flag": "--skip-pushed", "JUNIT": "{junit}",
+            "CACHE_REF": "docker.io/someone/nvidia-sglang-docker-buildcache:sglang"}
+
+
+def test_both_workflows_exist():
+    assert [w.name for w in WORKFLOWS] == ["build-images.yml", "ci.yml"]
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_valid_against_the_github_schema(workflow):
+    done = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(workflow)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def pytest_commands(workflow) -> list[list[str]]:
+    """Every `python -m pytest ...` of the workflow's run steps, as argv with variables filled in."""
+    commands = []
+    for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+        for step in job.get("steps", []):
+            script = step.get("run", "").replace("\\\n", " ")
+            for line in script.splitlines():
+                if "-m pytest" not in line:
+                    continue
+                def fill(match):
+                    name = match.group(1) or match.group(2)
+                    assert name in EXAMPLES, f"{workflow.name}: no example value for ${name}"
+                    return EXAMPLES[name]
+                line = re.sub(r"\$\{(\w+)\}|\$(\w+)", fill, line)
+                commands.append(shlex.split(line.split("-m pytest", 1)[1]))
+    return commands
+
+
+def test_the_build_workflow_runs_pytest():
+    assert pytest_commands(ROOT / ".github" / "workflows" / "build-images.yml")
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+def test_every_pytest_option_a_workflow_passes_exists(workflow, tmp_path):
+    for args in pytest_commands(workflow):
+        args = [a.replace("{junit}", str(tmp_path / "junit.xml")) for a in args]
+        done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                               *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path),
+                                   "DOCKERHUB_USERNAME": "someone"})
+        assert done.returncode == 0, f"pytest {' '.join(args)}:\n{done.stdout}{done.stderr}"
+        assert "test_commit[" in done.stdout
+
+
+def test_build_workflow_never_runs_an_empty_matrix_and_always_reports():
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())["jobs"]
+    assert jobs["build"]["if"] == "needs.prepare.outputs.count != '0'"
+    assert jobs["report"]["if"] == "always()"
+    moves = [s for s in jobs["build"]["steps"] if "data-root" in s.get("run", "")]
+    assert moves and "/mnt/docker" in moves[0]["run"]
+    assert any("helpers.report fold" in s.get("run", "") for s in jobs["report"]["steps"])
+
+
+def test_ci_workflow_runs_what_ci_runs():
+    steps = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["tests"]["steps"]
+    assert any(s.get("run") == "bash .ci/run" for s in steps)
