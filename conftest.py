@@ -96,7 +96,8 @@ OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", 
                "prepare_only", "out_dir", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
-               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed", "shard")
+               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed",
+               "shard")
 
 
 class BuildLogEcho:

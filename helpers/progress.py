@@ -119,5 +119,5 @@ class RunProgress:
         rows = [("result", "category", "roles", "commit", "build s", "image or reason")]
         rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.detail) for f in self.finished]
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths)) + "  " + row[5]
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)) + "  " + row[5]
                 for row in rows]
