@@ -1,8 +1,11 @@
 """Pytest wiring of the harness: options, fixtures and hooks. The work itself lives in helpers/."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -46,6 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--verify-timeout", type=float, help="seconds for the verification run (default 600)")
     g.addoption("--git-timeout", type=float, help="seconds for a clone or fetch (default 1800)")
     g.addoption("--push-retries", type=int, help="retries of a push on transient errors (default 3)")
+    g.addoption("--push-backoff", type=float, help="seconds before the first push retry, doubling (default 2)")
+    g.addoption("--keep-failed", action="store_true", help="keep the images of commits that failed verification")
     g.addoption("--batch-size", type=int, help="keep only the first N selected commits")
     g.addoption("--shard", metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")
     g.addoption("--skip-pushed", action="store_true",
@@ -75,6 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SessionIdToWorkers(), "harness-xdist")
     if not is_build_run(config) or config.option.help:
         return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate_as_interrupt)
     options = {key: config.getoption(key) for key in OPTION_KEYS}
     options["collect_only"] = config.option.collectonly
     try:
@@ -97,7 +104,7 @@ OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", 
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
                "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed",
-               "shard")
+               "shard", "push_backoff", "keep_failed")
 
 
 class BuildLogEcho:
@@ -176,7 +183,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if cfg.skip_pushed:
             config.harness_pushed = harness.pushed_tags()
     except InfraError as e:
-        pytest.exit(f"stopping before any commit: {e.message}", returncode=3)
+        raise pytest.UsageError(f"stopping before any commit: {e.message}") from e
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -223,6 +230,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if call.excinfo.errisinstance(pytest.skip.Exception):
         return
     category = error.category if isinstance(error, HarnessError) else "infra_error"
+    item.harness_category = category
     item.user_properties.append(("category", category))
     report.user_properties.append(("category", category))
     if isinstance(error, HarnessError):
@@ -238,13 +246,32 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Controller, once: the JUnit file into place, then the status lists and the summary.
+
+    SIGINT and SIGTERM wait until all of it is written: readers see the old set or the new one."""
     final = getattr(config, "harness_junit", None)
     temporary = Path(config.option.xmlpath) if final else None
     if final is None or temporary is None or not temporary.exists():
         return
-    os.replace(temporary, final)
-    outcomes = report.update_status_from_junit(final, config.harness_config.status_dir)
-    report.atomic_write(final.with_name("summary.md"), report.markdown_summary(outcomes))
+    with signals_deferred():
+        os.replace(temporary, final)
+        outcomes = report.update_status_from_junit(final, config.harness_config.status_dir)
+        report.atomic_write(final.with_name("summary.md"), report.markdown_summary(outcomes))
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (CI cancelling a job) ends the run like Ctrl-C: builds stopped, results written."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")
@@ -253,12 +280,22 @@ def harness(pytestconfig: pytest.Config) -> Harness:
 
 
 @pytest.fixture
-def commit_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Produced:
+def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
     """The image of one commit: built, tagged and pushed (or found, with --verify-only).
 
     A failure is kept, not raised here, so that the test reports it as the commit's failure
-    (pytest's "failed") rather than as a broken fixture ("error").
+    (pytest's "failed") rather than as a broken fixture ("error"). An image this run built that
+    fails verification is removed afterwards, unless --keep-failed.
     """
+    produced = produce_image(commit, harness, request)
+    yield produced
+    category = getattr(request.node, "harness_category", "")
+    cfg = harness.config
+    if produced.image and category.startswith("verify_") and not cfg.keep_failed and not cfg.verify_only:
+        harness.remove_image(produced.image.ref)
+
+
+def produce_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Produced:
     def record(name: str, value: object) -> None:
         request.node.user_properties.append((name, str(value)))
 

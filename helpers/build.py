@@ -5,6 +5,7 @@ with BuildKit built in (`DOCKER_BUILDKIT=1 docker build`). The legacy builder is
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from helpers.errors import BuildFailed, BuildTimeout, ConfigError, InfraError
+
+__all__ = ["BuildFailed", "BuildRequest", "BuildResult", "Driver", "build_argv", "detect_driver", "run_build"]
 
 BUILD_ENV = {"DOCKER_BUILDKIT": "1", "BUILDX_GIT_INFO": "0", "BUILDKIT_PROGRESS": "plain"}
 CLIENT_CANDIDATES = ("docker", "/usr/bin/docker", "/usr/local/bin/docker")
@@ -124,6 +127,15 @@ class LogPump(threading.Thread):
                 steps[step.group(1)] = step.group(2)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the harness process dies, so that no build
+    outlives a killed worker (the engine cancels a build whose client disconnects)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_build(argv: list[str], log_path: Path, timeout: float) -> BuildResult:
     """Run the build; on timeout interrupt it (the client cancels the build), then kill it."""
     started = time.monotonic()
@@ -133,7 +145,7 @@ def run_build(argv: list[str], log_path: Path, timeout: float) -> BuildResult:
         log.flush()
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as e:
             raise InfraError(f"cannot start {argv[0]}: {e}") from e
         assert proc.stdout is not None

@@ -40,6 +40,8 @@ class HarnessConfig:
     verify_timeout: float = 600
     git_timeout: float = 1800
     push_retries: int = 3
+    push_backoff: float = 2.0
+    keep_failed: bool = False
     show_build_logs: bool = False
     keep_contexts: bool = False
     skip_pushed: bool = False
@@ -138,6 +140,8 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         verify_timeout=positive("--verify-timeout", float(options.get("verify_timeout") or 600)),
         git_timeout=positive("--git-timeout", float(options.get("git_timeout") or 1800)),
         push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
+        push_backoff=positive("--push-backoff", float(options.get("push_backoff") or 2.0)),
+        keep_failed=bool(options.get("keep_failed")),
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
         skip_pushed=bool(options.get("skip_pushed")),

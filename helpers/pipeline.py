@@ -96,8 +96,30 @@ class Harness:
             raise InfraError(f"the Docker engine at {engine_endpoint()} does not answer: {e}") from e
 
     def check_engine(self) -> None:
-        """Raise InfraError naming the endpoint when the engine does not answer."""
-        self.docker.ping()
+        """Raise InfraError naming the endpoint when the engine does not answer a new connection
+        (a stopping engine keeps serving the connections it has, so a pooled one would lie)."""
+        try:
+            client = docker.from_env(timeout=15)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            raise InfraError(f"the Docker engine at {engine_endpoint()} does not answer: {e}") from e
+
+    def engine_alive(self) -> bool:
+        try:
+            self.check_engine()
+            return True
+        except InfraError:
+            return False
+
+    def remove_image(self, ref: str) -> None:
+        """Remove a local image tag; an image already gone or an engine gone is not an error."""
+        try:
+            self.docker.images.remove(ref, force=True)
+        except (docker.errors.DockerException, requests.RequestException, InfraError):
+            pass
 
     @cached_property
     def driver(self) -> build.Driver:
@@ -131,6 +153,8 @@ class Harness:
 
     def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
         """Context, fixes, render, build, push: an image tagged with the commit's full SHA."""
+        if not self.config.prepare_only:
+            self.check_engine()                     # a dead engine fails fast, with its endpoint
         sha = self.mirror.resolve(spec.sha)
         if sha != spec.sha:
             record("sha", sha)
@@ -151,8 +175,11 @@ class Harness:
             if not self.config.keep_contexts:
                 ctx.remove()
         if self.config.push:
-            image.digest = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries)
-            publish.confirm_pushed(self.registry, self.config.image, sha, image.digest)
+            pushed = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries,
+                                  self.config.push_backoff)
+            record("push_attempts", pushed.attempts)
+            publish.confirm_pushed(self.registry, self.config.image, sha, pushed.digest)
+            image.digest = pushed.digest
             record("digest", image.digest)
         return image
 
@@ -194,7 +221,13 @@ class Harness:
                     "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
             platform=self.config.platform, builder=self.config.builder,
             cache_from=self.config.cache_from, cache_to=self.config.cache_to)
-        result = build.run_build(build.build_argv(self.driver, request), log_path, self.config.build_timeout)
+        try:
+            result = build.run_build(build.build_argv(self.driver, request), log_path, self.config.build_timeout)
+        except build.BuildFailed as e:
+            if not self.engine_alive():
+                raise InfraError(f"the Docker engine at {engine_endpoint()} stopped answering during the build",
+                                 log_tail=e.log_tail, exit_status=e.exit_status) from e
+            raise
         image.build_seconds = round(result.seconds, 2)
         record("build_seconds", image.build_seconds)
 
@@ -234,8 +267,11 @@ class Harness:
         tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
         want = verify.Expected(image.sha, self.config.profile,
                                verify.expected_tree(self.config.profile, tree, image.patched))
-        facts = verify.collect_facts(self.docker, image.ref, self.config.profile, self.config.verify_timeout,
-                                     labels={HARNESS_LABEL: self.config.session_id})
+        try:
+            facts = verify.collect_facts(self.docker, image.ref, self.config.profile, self.config.verify_timeout,
+                                         labels={HARNESS_LABEL: self.config.session_id})
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            raise InfraError(f"the verification container of {image.ref} could not run: {e}") from e
         return verify.evaluate(facts, want)
 
 

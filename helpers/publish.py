@@ -83,19 +83,29 @@ def is_transient(message: str) -> bool:
     return bool(TRANSIENT.search(message)) and not re.search(r"denied|unauthorized|forbidden", message, re.I)
 
 
+@dataclass(frozen=True)
+class Pushed:
+    digest: str
+    attempts: int
+
+
 def push(client: docker.DockerClient, ref: str, credentials: Credentials | None, retries: int = 3,
-         backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> str:
-    """Push through the engine; retry transient errors with exponential backoff; return the digest."""
+         backoff: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> Pushed:
+    """Push through the engine; retry the registry's transient errors with exponential backoff.
+
+    An engine that does not answer is not the registry's fault: that is an InfraError at once."""
     repository, tag = ref.rsplit(":", 1)
     auth = credentials.auth_config() if credentials else None
     error = ""
     for attempt in range(retries + 1):
         try:
             digest, error = _push_once(client, repository, tag, auth)
+        except requests.ConnectionError as e:
+            raise InfraError(f"the Docker engine stopped answering while pushing {ref}: {e}") from e
         except (requests.RequestException, docker.errors.DockerException) as e:
             digest, error = None, str(e)
         if digest:
-            return digest
+            return Pushed(digest, attempt + 1)
         if attempt == retries or not is_transient(error):
             break
         sleep(backoff * 2 ** attempt)
@@ -142,18 +152,28 @@ class RegistryAPI:
             self._tokens[scope] = body.get("token") or body.get("access_token", "")
         return {"Authorization": f"Bearer {self._tokens[scope]}"}
 
-    def request(self, method: str, path_or_url: str, repository: str, headers: dict[str, str]) -> requests.Response:
+    def request(self, method: str, path_or_url: str, repository: str, headers: dict[str, str],
+                attempts: int = 3) -> requests.Response:
+        """One API call; dropped connections and 5xx answers are tried again, twice, with backoff."""
         url = path_or_url if path_or_url.startswith("http") else self.base + path_or_url
-        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
-        try:
-            answer = self.session.request(method, url, headers=headers, timeout=self.timeout)
-            if answer.status_code == 401 and "WWW-Authenticate" in answer.headers:
-                extra = self._auth_header(answer.headers["WWW-Authenticate"], f"repository:{repository}:pull")
-                use_basic = auth if not extra else None
-                answer = self.session.request(method, url, headers={**headers, **extra}, auth=use_basic,
-                                              timeout=self.timeout)
-        except requests.RequestException as e:
-            raise InfraError(f"registry {self.base} cannot be reached: {type(e).__name__}: {e}") from e
+        for attempt in range(attempts):
+            try:
+                answer = self._authorised(method, url, repository, headers)
+                if answer.status_code < 500 or attempt == attempts - 1:
+                    return answer
+            except requests.RequestException as e:
+                if attempt == attempts - 1:
+                    raise InfraError(f"registry {self.base} cannot be reached: {type(e).__name__}: {e}") from e
+            time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _authorised(self, method: str, url: str, repository: str, headers: dict[str, str]) -> requests.Response:
+        answer = self.session.request(method, url, headers=headers, timeout=self.timeout)
+        if answer.status_code == 401 and "WWW-Authenticate" in answer.headers:
+            extra = self._auth_header(answer.headers["WWW-Authenticate"], f"repository:{repository}:pull")
+            basic = (self.credentials.username, self.credentials.password) if self.credentials and not extra \
+                else None
+            answer = self.session.request(method, url, headers={**headers, **extra}, auth=basic, timeout=self.timeout)
         return answer
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:

@@ -206,7 +206,11 @@ def make_context(mirror: Mirror, sha: str, work_dir: Path) -> BuildContext:
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(Path(tempfile.mkdtemp(prefix=f"ctx-{sha[:12]}-", dir=work_dir)), sha)
     ctx.context.mkdir()
-    refused = mirror.archive_into(sha, ctx.context)
+    try:
+        refused = mirror.archive_into(sha, ctx.context)
+    except BaseException:
+        ctx.remove()
+        raise
     ctx.notes += [f"refused unsafe archive member {r}" for r in refused]
     ignore = ctx.context / ".dockerignore"
     if ignore.is_file():

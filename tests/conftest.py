@@ -113,6 +113,16 @@ class Runner:
                               env={**os.environ, **(env or {})})
         return HarnessRun(done.returncode, done.stdout + done.stderr, self.workdir)
 
+    def start(self, repo: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The same run, in the background (for tests that interrupt it or watch it)."""
+        argv = [sys.executable, "-m", "pytest", *self.args(repo), *extra]
+        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})})
+
+    def finish(self, proc: subprocess.Popen, timeout: float = 300) -> HarnessRun:
+        output, _ = proc.communicate(timeout=timeout)
+        return HarnessRun(proc.returncode, output, self.workdir)
+
     def ref(self, sha: str) -> str:
         return f"{self.registry}/test/{self.image_name}:{sha}"
 

@@ -190,7 +190,7 @@ def test_skip_pushed_against_an_unreachable_registry_stops_and_says_so(harness_r
     (status / "failed").mkdir(parents=True)
     (status / "success.txt").write_text("# SUCCESS: 1 commits\n" + "f" * 40 + "\n")
     run = harness_runner.run(mini_repo.path, "--skip-pushed", "--registry=127.0.0.1:9")
-    assert run.returncode == 3
+    assert run.returncode == 4
     assert "stopping before any commit: registry http://127.0.0.1:9 cannot be reached" in run.output
     assert run.statuses == {"f" * 40: "success"}
 

@@ -8,7 +8,16 @@ import uuid
 import pytest
 
 from helpers.errors import ConfigError, InfraError, PushFailed
-from helpers.publish import Credentials, ImageName, RegistryAPI, confirm_pushed, is_transient, push, resolve_credentials
+from helpers.publish import (
+    Credentials,
+    ImageName,
+    Pushed,
+    RegistryAPI,
+    confirm_pushed,
+    is_transient,
+    push,
+    resolve_credentials,
+)
 
 
 @pytest.mark.parametrize("image, sha, ref, repository", [
@@ -68,7 +77,7 @@ def test_push_retries_transient_errors_with_backoff_then_succeeds():
     engine = ScriptedEngine([{"error": "503 Service Unavailable"}], [{"error": "connection reset by peer"}],
                             [{"status": "pushed"}, {"aux": {"Digest": "sha256:abc"}}])
     waits = []
-    assert push(engine, "r/x:t", None, retries=3, backoff=1, sleep=waits.append) == "sha256:abc"
+    assert push(engine, "r/x:t", None, retries=3, backoff=1, sleep=waits.append) == Pushed("sha256:abc", 3)
     assert waits == [1, 2]
 
 
@@ -97,7 +106,7 @@ def test_push_and_confirm_against_a_real_registry(docker_client, registry):
     ref = image.ref("a" * 40)
     tiny_image(docker_client, ref)
     try:
-        digest = push(docker_client, ref, None)
+        digest = push(docker_client, ref, None).digest
         api = RegistryAPI(registry, None)
         assert api.manifest_digest(image.repository, "a" * 40) == digest
         confirm_pushed(api, image, "a" * 40, digest)
@@ -138,7 +147,7 @@ def test_basic_auth_registry_push_and_listing_with_credentials_only(docker_clien
     try:
         with pytest.raises(PushFailed):
             push(docker_client, ref, None, retries=0)
-        digest = push(docker_client, ref, creds)
+        digest = push(docker_client, ref, creds).digest
         assert list(RegistryAPI(auth_registry, creds).tags(image.repository)) == ["c" * 40]
         assert RegistryAPI(auth_registry, creds).manifest_digest(image.repository, "c" * 40) == digest
         with pytest.raises(InfraError, match="wants a login"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.errors import CommitNotFound, ConfigError, DockerfileMissing
+from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing
 from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url
 from tests.minirepo import MiniRepo, git
 
@@ -121,3 +121,21 @@ def test_url_with_password_is_refused():
 def mirror_ready(mirror: Mirror) -> Mirror:
     mirror.ensure()
     return mirror
+
+
+def test_crafted_tree_entry_that_climbs_out_fails_the_context_and_writes_nothing(mini_repo: MiniRepo, tmp_path: Path):
+    repo = mini_repo.path
+    blob = git(repo, "hash-object", "-w", "python/sglang/version.py")
+    inner = subprocess.run(["git", "mktree"], cwd=repo, input=f"100644 blob {blob}\tevil\n", capture_output=True,
+                           text=True, check=True).stdout.strip()
+    head_tree = git(repo, "rev-parse", "HEAD^{tree}")
+    listing = git(repo, "ls-tree", head_tree) + f"\n040000 tree {inner}\t..\n"
+    tree = subprocess.run(["git", "mktree"], cwd=repo, input=listing, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    crafted = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", "crafted")
+    git(repo, "update-ref", "refs/heads/crafted", crafted)
+    work = tmp_path / "deep" / "work"
+    with pytest.raises(ContextFailed, match="git archive"):
+        make_context(mirror_ready(Mirror(str(repo), tmp_path / "c", "s")), crafted, work)
+    assert not (work.parent / "evil").exists() and not (tmp_path / "deep" / "evil").exists()
+    assert list(work.iterdir()) == []                       # the failed context is removed too

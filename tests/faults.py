@@ -1,0 +1,169 @@
+"""Fault injection for the reliability tests: a faulty proxy, a second Docker engine, process checks."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import docker
+
+
+class FaultyProxy:
+    """A TCP proxy on loopback in front of a registry: its first connections fail (an HTTP 500
+    answer, or a connection reset), every later one is forwarded byte for byte."""
+
+    def __init__(self, upstream: str, faults: list[str]):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host if host != "localhost" else "127.0.0.1", int(port))
+        self.faults = list(faults)
+        self.faulted = 0
+        self.forwarded = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> FaultyProxy:
+        threading.Thread(target=self.accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                fault = self.faults.pop(0) if self.faults else None
+            threading.Thread(target=self.fail if fault else self.forward, args=(client, fault), daemon=True).start()
+
+    def fail(self, client: socket.socket, fault: str) -> None:
+        client.settimeout(5)
+        try:
+            client.recv(65536)
+            if fault == "500":
+                client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            else:   # a reset: SO_LINGER 0 makes close() send RST
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        finally:
+            self.faulted += 1
+            client.close()
+
+    def forward(self, client: socket.socket, _fault: None) -> None:
+        self.forwarded += 1
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=30)
+        except OSError:
+            client.close()
+            return
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pump, args=(source, target), daemon=True).start()
+
+
+def pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class SecondEngine:
+    """A second dockerd with its own socket, data and network namespace (`unshare --net`: its
+    network set-up and clean-up must not touch the main engine's bridge), stopped at will."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.host = f"unix://{self.socket}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, images: list[str]) -> SecondEngine:
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = ["unshare", "--net", "--", shutil.which("dockerd") or "dockerd", "--host", self.host,
+                "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+                "--pidfile", str(self.root / "pid"), "--iptables=false", "--ip-masq=false"]
+        self.proc = subprocess.Popen(argv, stdout=open(self.root / "dockerd.log", "w"), stderr=subprocess.STDOUT)
+        try:
+            client = wait_for_engine(self.host, 60)
+            main = docker.from_env()
+            for image in images:
+                client.images.load(b"".join(main.images.get(image).save(named=True)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_for_engine(host: str, deadline: float) -> docker.DockerClient:
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            client = docker.DockerClient(base_url=host)
+            client.ping()
+            return client
+        except Exception as e:
+            if time.monotonic() > end:
+                raise TimeoutError(f"the engine at {host} did not answer within {deadline}s: {e}") from e
+            time.sleep(0.5)
+
+
+def processes_matching(text: str) -> list[str]:
+    """Command lines of live processes containing text (read from /proc)."""
+    return [line for _, line in _processes(text)]
+
+
+def _processes(text: str) -> list[tuple[int, str]]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if text in line:
+            found.append((int(cmdline.parent.name), line))
+    return found
+
+
+def kill_processes_matching(text: str) -> None:
+    """For what a test's own fault leaves behind (a stopped engine orphans its build steps)."""
+    for pid, _ in _processes(text):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def wait_until(predicate, deadline: float, what: str, poll: float = 0.2) -> None:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError(f"waited {deadline}s for {what}")
+        time.sleep(poll)
+
