@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--prepare-only", action="store_true",
                 help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")
     g.addoption("--out-dir", help="folder for --prepare-only")
+    g.addoption("--no-dependency-layer", action="store_true",
+                help="keep the project's dependency install in the same step as its source")
+    g.addoption("--no-package-cache", action="store_true", help="no BuildKit cache mount for pip and uv")
 
 
 def is_build_run(config: pytest.Config) -> bool:
@@ -104,7 +107,7 @@ OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", 
                "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
                "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
                "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed",
-               "shard", "push_backoff", "keep_failed")
+               "shard", "push_backoff", "keep_failed", "no_dependency_layer", "no_package_cache")
 
 
 class BuildLogEcho:

@@ -50,6 +50,8 @@ class HarnessConfig:
     freeze_deps: bool = False
     prepare_only: bool = False
     out_dir: Path | None = None
+    dependency_layer: bool = True
+    package_cache: bool = True
 
 
 def default_cache_dir() -> Path:
@@ -150,4 +152,6 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         freeze_deps=bool(options.get("freeze_deps")),
         prepare_only=prepare_only,
         out_dir=Path(options["out_dir"]).resolve() if options.get("out_dir") else None,
+        dependency_layer=not options.get("no_dependency_layer"),
+        package_cache=not options.get("no_package_cache"),
     )

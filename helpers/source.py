@@ -201,6 +201,14 @@ def find_dockerfile(mirror: Mirror, sha: str, path: str | None, candidates: tupl
     raise DockerfileMissing(f"commit {sha} has no Dockerfile at {wanted}")
 
 
+def project_files(context: Path, subdir: str) -> dict[str, str]:
+    """The dependency specification files of the source directory: pyproject.toml and requirement lists."""
+    base = context / subdir
+    paths = [base / "pyproject.toml", *base.glob("requirements*.txt"), *base.glob("requirements/*.txt")]
+    return {p.relative_to(context).as_posix(): p.read_text(encoding="utf-8", errors="replace")
+            for p in paths if p.is_file() and not p.is_symlink()}
+
+
 def make_context(mirror: Mirror, sha: str, work_dir: Path) -> BuildContext:
     """A fresh directory outside any git work tree with `git archive` of the commit in context/."""
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,59 @@ def dockerfile(deps_step: str = "") -> str:
     return DOCKERFILE.format(deps_step=f" \\\n    && {deps_step}" if deps_step else "")
 
 
+# A local "index" made inside the image: sdists of `slowdep` 1.0 and 2.0 whose builds take
+# SLOW seconds, so that installing the project's dependencies is an expensive step, offline.
+WHEELHOUSE_STEP = r"""ARG SLOW={slow}
+RUN for v in 1.0 2.0; do \
+      mkdir -p /tmp/sd/slowdep-$v && cd /tmp/sd/slowdep-$v \
+      && printf 'import time\nfrom setuptools import setup\ntime.sleep(%s)\nsetup(name="slowdep", version="%s", py_modules=["slowdep"])\n' "$SLOW" "$v" > setup.py \
+      && printf 'VERSION = "%s"\n' "$v" > slowdep.py \
+      && mkdir -p /opt/wheelhouse && tar -C /tmp/sd -czf /opt/wheelhouse/slowdep-$v.tar.gz slowdep-$v || exit 1; \
+    done && rm -rf /tmp/sd
+"""
+
+DEPS_DOCKERFILE = """\
+FROM nvcr.io/nvidia/tritonserver:24.04-py3-min
+ARG BUILD_TYPE=all
+RUN echo "{salt}" > /opt/image-salt
+{wheelhouse}WORKDIR /sgl-workspace
+RUN python3 -m pip --version \\
+    && git clone --depth=1 https://github.com/sgl-project/sglang.git \\
+    && cd sglang \\
+    && python3 -m pip install --no-build-isolation --break-system-packages --no-index --find-links /opt/wheelhouse \\
+       -e "python[${{BUILD_TYPE}}]"
+"""
+
+
+def deps_dockerfile(slow: int = 0, salt: str = "") -> str:
+    """The salt makes every layer new to BuildKit: a cold build, whatever ran on this machine before."""
+    return DEPS_DOCKERFILE.format(wheelhouse=WHEELHOUSE_STEP.replace("{slow}", str(slow)), salt=salt)
+
+
+def pyproject(dependencies: list[str]) -> str:
+    listed = ", ".join(f'"{d}"' for d in dependencies)
+    return PYPROJECT.replace('requires-python = ">=3.8"\n', f'requires-python = ">=3.8"\ndependencies = [{listed}]\n')
+
+
+def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0) -> MiniRepo:
+    """parent and child with the same dependencies (slowdep 1.0), then a third commit moving to 2.0.
+
+    Building a dependency takes `slow` seconds (an sdist whose setup.py sleeps)."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    files = {"README.md": f"mini sglang with dependencies {uuid.uuid4().hex}\n",
+             "python/pyproject.toml": pyproject(["slowdep==1.0"]),
+             "python/sglang/__init__.py": "", "python/sglang/srt/__init__.py": "",
+             "python/sglang/srt/scheduler.py": "BATCH = 8\n",
+             "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex)}
+    files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
+    repo.commit("parent", files)
+    repo.commit("child: same dependencies", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
+    repo.commit("new dependency version", {"python/pyproject.toml": pyproject(["slowdep==2.0"])})
+    return repo
+
+
 def git(repo: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
                           env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",

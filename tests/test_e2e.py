@@ -46,7 +46,7 @@ def test_second_commit_reuses_every_step_before_the_source_copy(harness_runner, 
     harness_runner.write_dataset(record(child, None))
     second = harness_runner.run(mini_repo.path, "--no-push")
     assert second.returncode == 0, second.output
-    steps = re.findall(r"^#(\d+) (\[\d+/\d+\] .*)$", second.log(child), re.M)
+    steps = re.findall(r"^#(\d+) (\[(?:\S+ )?\d+/\d+\] .*)$", second.log(child), re.M)
     cached = set(re.findall(r"^#(\d+) CACHED$", second.log(child), re.M))
     runs = [(number, name) for number, name in steps if "] RUN " in name]
     before_copy = [pair for pair in runs[:next(i for i, (_, n) in enumerate(runs) if "harness-src" in n)]]

@@ -1,15 +1,18 @@
 """Render: the Dockerfile rewrites, each a pure `str -> str` function, applied in order.
 
-    fixes (syntax, .git mounts, wheel size check) -> pin_source -> declare_identity
-        -> setuptools-scm version and dependency cut-off, declared late -> map_base_images
+    fixes (syntax, .git mounts, wheel size check) -> pin_source -> dependency layer
+        -> declare_identity -> setuptools-scm version and dependency cut-off, declared late
+        -> package cache mounts -> map_base_images
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from helpers.context_fixes import AppliedFix
 from helpers.profiles import Profile
 from helpers.render.base_images import BaseImageMap, map_base_images, parse_mapping
+from helpers.render.deps import add_package_caches, split_dependency_layer
 from helpers.render.fixes import DOCKERFILE_FIXES
 from helpers.render.identity import FREEZE_ARGS, declare_freeze, declare_identity, declare_scm_version, scm_arg_names
 from helpers.render.pin import pin_source_report
@@ -29,6 +32,9 @@ class RenderOptions:
     fixes: frozenset[str] = frozenset()
     scm_version: str | None = None       # set: builds without .git get this version
     freeze_until: str | None = None      # set: pip/uv see only releases uploaded before it
+    project_files: Mapping[str, str] = field(default_factory=dict)   # pyproject.toml and its lists
+    dependency_layer: bool = True
+    package_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ def render(text: str, options: RenderOptions) -> Rendered:
             text, changes = fix(text)
             applied += [AppliedFix(name, change) for change in changes]
     text, notes = pin_source_report(text, options.profile, options.repo_ids)
+    if options.dependency_layer:
+        text, split = split_dependency_layer(text, options.profile, options.project_files)
+        notes += split
     text = declare_identity(text, options.profile)
     build_args = {options.profile.build_arg: options.sha}
     if "scm_version" in options.fixes and options.scm_version:
@@ -61,5 +70,8 @@ def render(text: str, options: RenderOptions) -> Rendered:
         text = declare_freeze(text)
         build_args.update(dict.fromkeys(FREEZE_ARGS, options.freeze_until))
         notes.append(f"dependencies frozen to releases uploaded before {options.freeze_until}")
+    if options.package_cache:
+        text, cached = add_package_caches(text)
+        notes += cached
     text = map_base_images(text, options.base_images)
     return Rendered(text, tuple(notes), tuple(applied), build_args)

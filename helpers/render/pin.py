@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import Profile, normalise_repo
 from helpers.render.dockerfile import Document, Instruction, declared_values, expand, keyword_end, parse, stage_parent
-from helpers.render.shellwords import Word, command_words, program, scan
+from helpers.render.shellwords import (
+    PIP_VALUE_OPTIONS,
+    Word,
+    apply_edits,
+    pip_install_index,
+    program,
+    resolve,
+    split_options,
+    walk,
+)
 
 SOURCE_MOUNT = "/tmp/harness-src"
 MOUNT_FLAG = f"--mount=type=bind,source=.,target={SOURCE_MOUNT}"
@@ -29,12 +38,6 @@ CLONE_VALUE_OPTIONS = {"-b", "--branch", "-o", "--origin", "-u", "--upload-pack"
                        "--ref-format"}
 GIT_GLOBAL_VALUE_OPTIONS = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path"}
 GIT_IN_CLONE = {"checkout", "switch", "reset", "pull", "fetch", "submodule", "restore"}
-PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint", "-r",
-                     "--requirement", "-t", "--target", "--prefix", "--root", "--platform", "--python-version",
-                     "--implementation", "--abi", "--src", "--upgrade-strategy", "--progress-bar", "-C",
-                     "--config-settings", "--global-option", "--install-option", "--trusted-host", "--cache-dir",
-                     "--log", "--proxy", "--retries", "--timeout", "--exists-action", "--cert", "--client-cert",
-                     "--python", "--report", "--no-binary", "--only-binary", "--extra-index", "--index"}
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*(.*)$", re.S)
 _URL = re.compile(r"(?:[a-z+]+://|git@)[^\s\"']+")
 
@@ -75,40 +78,9 @@ class StageState:
     pinned: list[str | None] = field(default_factory=list)   # destinations, None when not known
 
 
-def resolve(cwd: str | None, path: str | None) -> str | None:
-    """Where `cd path` from cwd leads, or None when it cannot be known without running the shell."""
-    if cwd is None or path is None or any(c in path for c in "$`~") or path == "-":
-        return None
-    return posixpath.normpath(posixpath.join(cwd, path))
-
-
 def within(path: str | None, roots: list[str | None]) -> bool:
     return path is not None and any(r is not None and (path == r or path.startswith(r.rstrip("/") + "/"))
                                     for r in roots)
-
-
-def split_options(args: list[Word], value_options: set[str]) -> tuple[list[Word], dict[str, Word]]:
-    """Positional words and {option: value word} of a command line, redirections dropped."""
-    positional: list[Word] = []
-    options: dict[str, Word] = {}
-    i = 0
-    while i < len(args):
-        value = args[i].value
-        if re.match(r"^\d*[<>]", value):
-            i += 2 if re.fullmatch(r"\d*[<>]+&?", value) else 1
-            continue
-        if value == "--":
-            positional.extend(args[i + 1:])
-            break
-        if value.startswith("-") and value != "-":
-            if value in value_options and i + 1 < len(args):
-                options[value] = args[i + 1]
-                i += 1
-            i += 1
-            continue
-        positional.append(args[i])
-        i += 1
-    return positional, options
 
 
 class RunRewriter:
@@ -121,12 +93,12 @@ class RunRewriter:
         self.cwd = state.workdir
 
     def rewrite(self, text: str) -> str:
-        for words in scan(text, keyword_end(text)):
-            self.command(words, command_words(words))
+        for words, cmd, cwd in walk(text, keyword_end(text), self.state.workdir):
+            self.cwd = cwd
+            self.command(words, cmd)
         if not self.edits:
             return text
-        for start, end, replacement in sorted(self.edits, reverse=True):
-            text = text[:start] + replacement + text[end:]
+        text = apply_edits(text, self.edits)
         if not self.copies:
             return text
         keyword = re.match(r"\s*\S+", text)
@@ -137,11 +109,7 @@ class RunRewriter:
         if not cmd:
             return
         name = program(cmd[0])
-        if name in ("cd", "pushd"):
-            self.cwd = resolve(self.cwd, cmd[1].value if len(cmd) > 1 else None)
-        elif name == "popd":
-            self.cwd = None
-        elif name == "git":
+        if name == "git":
             self.git(words, cmd)
         elif pip_install_index(cmd) is not None:
             self.pip(words, cmd, pip_install_index(cmd) or 0)
@@ -235,24 +203,6 @@ class RunRewriter:
             if url and self.target.is_project_url(url.group(0)):
                 raise UnpinnableDockerfile(f"`{program(cmd[0])} {word.raw}` downloads the project's code "
                                            "from the network; the harness cannot pin it")
-
-
-def pip_install_index(cmd: list[Word]) -> int | None:
-    """Index of the `install` word of a pip (or `python -m pip`, `uv pip`) command, else None."""
-    values = [w.value for w in cmd]
-    name = program(cmd[0])
-    if re.fullmatch(r"pip[0-9.]*", name):
-        start = 1
-    elif re.fullmatch(r"python[0-9.]*", name) and values[1:3] == ["-m", "pip"]:
-        start = 3
-    elif name == "uv" and values[1:2] == ["pip"]:
-        start = 2
-    else:
-        return None
-    i = start
-    while i < len(values) and values[i].startswith("-"):
-        i += 2 if values[i] in PIP_VALUE_OPTIONS else 1
-    return i if i < len(values) and values[i] == "install" else None
 
 
 def check_exec_form(inst: Instruction, target: Target) -> None:

@@ -6,10 +6,18 @@ Each word keeps its raw text and its offsets, so a rewrite replaces exactly that
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+PIP_VALUE_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint", "-r",
+                     "--requirement", "-t", "--target", "--prefix", "--root", "--platform", "--python-version",
+                     "--implementation", "--abi", "--src", "--upgrade-strategy", "--progress-bar", "-C",
+                     "--config-settings", "--global-option", "--install-option", "--trusted-host", "--cache-dir",
+                     "--log", "--proxy", "--retries", "--timeout", "--exists-action", "--cert", "--client-cert",
+                     "--python", "--report", "--no-binary", "--only-binary", "--extra-index", "--index"}
 RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "time"}
 PREFIXES = {"sudo", "exec", "command", "nohup", "env"}
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
@@ -134,3 +142,71 @@ def command_words(words: list[Word]) -> list[Word]:
 def program(word: Word) -> str:
     """Base name of the command word: `/usr/bin/python3` -> `python3`."""
     return word.value.rsplit("/", 1)[-1]
+
+
+def resolve(cwd: str | None, path: str | None) -> str | None:
+    """Where `cd path` from cwd leads, or None when it cannot be known without running the shell."""
+    if cwd is None or path is None or any(c in path for c in "$`~") or path == "-":
+        return None
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+def walk(text: str, start: int, cwd: str | None) -> Iterator[tuple[list[Word], list[Word], str | None]]:
+    """Each simple command of a shell text, its command words, and the directory it runs in
+    (None once a `cd` goes where it cannot be known without running the shell)."""
+    for words in scan(text, start):
+        cmd = command_words(words)
+        yield words, cmd, cwd
+        if cmd and program(cmd[0]) in ("cd", "pushd"):
+            cwd = resolve(cwd, cmd[1].value if len(cmd) > 1 else None)
+        elif cmd and program(cmd[0]) == "popd":
+            cwd = None
+
+
+def apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """Replace (start, end) spans of text, given in any order and not overlapping."""
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def split_options(args: list[Word], value_options: set[str]) -> tuple[list[Word], dict[str, Word]]:
+    """Positional words and {option: value word} of a command line, redirections dropped."""
+    positional: list[Word] = []
+    options: dict[str, Word] = {}
+    i = 0
+    while i < len(args):
+        value = args[i].value
+        if re.match(r"^\d*[<>]", value):
+            i += 2 if re.fullmatch(r"\d*[<>]+&?", value) else 1
+            continue
+        if value == "--":
+            positional.extend(args[i + 1:])
+            break
+        if value.startswith("-") and value != "-":
+            if value in value_options and i + 1 < len(args):
+                options[value] = args[i + 1]
+                i += 1
+            i += 1
+            continue
+        positional.append(args[i])
+        i += 1
+    return positional, options
+
+
+def pip_install_index(cmd: list[Word]) -> int | None:
+    """Index of the `install` word of a pip (or `python -m pip`, `uv pip`) command, else None."""
+    values = [w.value for w in cmd]
+    name = program(cmd[0])
+    if re.fullmatch(r"pip[0-9.]*", name):
+        start = 1
+    elif re.fullmatch(r"python[0-9.]*", name) and values[1:3] == ["-m", "pip"]:
+        start = 3
+    elif name == "uv" and values[1:2] == ["pip"]:
+        start = 2
+    else:
+        return None
+    i = start
+    while i < len(values) and values[i].startswith("-"):
+        i += 2 if values[i] in PIP_VALUE_OPTIONS else 1
+    return i if i < len(values) and values[i] == "install" else None

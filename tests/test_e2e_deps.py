@@ -1,0 +1,60 @@
+"""The dependency layer, for real: commits with the same dependency specification share the layer
+that installs them; a commit that changes it rebuilds that layer (with pip's cache mounted, the
+packages already built are not built again); verification passes throughout."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.minirepo import make_deps_repo, pyproject
+
+pytestmark = pytest.mark.docker
+
+
+def step_states(log: str) -> dict[str, bool]:
+    """RUN step text -> whether BuildKit reused it from cache."""
+    names = dict(re.findall(r"^#(\d+) \[(?:\S+ )?\d+/\d+\] (RUN .*)$", log, re.M))
+    cached = set(re.findall(r"^#(\d+) CACHED$", log, re.M))
+    return {name: number in cached for number, name in names.items()}
+
+
+def dependency_step(log: str) -> tuple[str, bool]:
+    (name, cached), = [(n, c) for n, c in step_states(log).items() if "slowdep==" in n and "harness-src" not in n]
+    return name, cached
+
+
+def test_same_specification_shares_the_layer_a_new_one_rebuilds_it(harness_runner, tmp_path):
+    repo = make_deps_repo(tmp_path / "sglang", slow=3)
+    parent, child, moved = repo.commits
+    logs = {}
+    for sha in (parent, child, moved):
+        harness_runner.write_dataset(json.dumps({"commit_hash": sha}))
+        run = harness_runner.run(repo.path, "--no-push")
+        assert run.outcomes[sha].status == "success", run.output
+        logs[sha] = run.log(sha)
+    assert dependency_step(logs[parent]) == ("RUN --mount=type=cache,target=/root/.cache/pip python3 -m pip --version"
+                                             "     && mkdir -p sglang && true     && cd sglang     && python3 -m pip"
+                                             " install --no-build-isolation --break-system-packages --no-index "
+                                             "--find-links /opt/wheelhouse slowdep==1.0", False)
+    assert dependency_step(logs[child])[1] is True                       # same spec: reused
+    name, cached = dependency_step(logs[moved])
+    assert "slowdep==2.0" in name and cached is False                     # new spec: rebuilt
+    source_steps = [c for n, c in step_states(logs[child]).items() if "harness-src" in n]
+    assert source_steps == [False]                                        # the source itself is per commit
+
+
+def test_a_rebuilt_dependency_layer_reuses_what_pip_already_built(harness_runner, tmp_path):
+    repo = make_deps_repo(tmp_path / "sglang", slow=2)
+    parent = repo.commits[0]
+    more = repo.commit("same package, one more requirement line",
+                       {"python/pyproject.toml": pyproject(["slowdep==1.0", "slowdep>=0.5"])})
+    for sha in (parent, more):
+        harness_runner.write_dataset(json.dumps({"commit_hash": sha}))
+        run = harness_runner.run(repo.path, "--no-push")
+        assert run.outcomes[sha].status == "success", run.output
+    log = run.log(more)
+    assert dependency_step(log)[1] is False                               # the layer is rebuilt ...
+    assert "Using cached slowdep-1.0-py3-none-any.whl" in log                # ... from pip's cache mount
+    assert "Building wheel for slowdep" not in log
