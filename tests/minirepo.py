@@ -60,7 +60,8 @@ def dockerfile(deps_step: str = "") -> str:
 WHEELHOUSE_STEP = r"""ARG SLOW={slow}
 RUN for v in 1.0 2.0; do \
       mkdir -p /tmp/sd/slowdep-$v && cd /tmp/sd/slowdep-$v \
-      && printf 'import time\nfrom setuptools import setup\ntime.sleep(%s)\nsetup(name="slowdep", version="%s", py_modules=["slowdep"])\n' "$SLOW" "$v" > setup.py \
+      && printf 'import time\nfrom setuptools import setup\ntime.sleep(%s)\n' "$SLOW" > setup.py \
+      && printf 'setup(name="slowdep", version="%s", py_modules=["slowdep"])\n' "$v" >> setup.py \
       && printf 'VERSION = "%s"\n' "$v" > slowdep.py \
       && mkdir -p /opt/wheelhouse && tar -C /tmp/sd -czf /opt/wheelhouse/slowdep-$v.tar.gz slowdep-$v || exit 1; \
     done && rm -rf /tmp/sd

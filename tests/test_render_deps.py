@@ -95,7 +95,8 @@ def test_vllm_style_root_project_is_split_too():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("FROM b\nRUN pip install --no-cache-dir x\n", "FROM b\nRUN --mount=type=cache,target=/root/.cache/pip pip install x\n"),
+    ("FROM b\nRUN pip install --no-cache-dir x\n",
+     "FROM b\nRUN --mount=type=cache,target=/root/.cache/pip pip install x\n"),
     ("FROM b\nRUN python3 -m pip --no-cache-dir install x && uv pip install --no-cache y\n",
      "FROM b\nRUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/uv "
      "python3 -m pip install x && uv pip install y\n"),
