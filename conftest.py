@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import signal
@@ -221,6 +222,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=[i for i in items if i in dropped])
         items[:] = [i for i in items if i not in dropped]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ten thousand collected commits are long-lived objects: keep the garbage collector (which
+    pytest runs several times at the end of a session) from walking them again and again."""
+    if session.config.harness_config is not None:
+        gc.freeze()
 
 
 @pytest.hookimpl(hookwrapper=True)

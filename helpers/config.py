@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +10,35 @@ from pathlib import Path
 from helpers.dataset import parse_shard
 from helpers.errors import ConfigError
 from helpers.profiles import FIXES, Profile, builtin_profile, load_profile_file
-from helpers.publish import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
 from helpers.source import check_repo_url, is_inside_work_tree
+
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """`<registry>/<namespace>/<name>`; the tag is the commit's full SHA."""
+
+    registry: str
+    namespace: str
+    name: str
+
+    @property
+    def repository(self) -> str:
+        """The repository path as the registry API names it."""
+        path = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"library/{path}" if self.is_docker_hub and "/" not in path else path
+
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.registry in DOCKER_HUB
+
+    def ref(self, sha: str) -> str:
+        prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
+        return f"{prefix}/{self.name}:{sha}"
+
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,15 @@ def default_dataset(root: Path, profile: Profile) -> Path:
 
 
 def default_work_dir() -> Path:
+    """/dev/shm when it is a writable tmpfs with room (extracting thousands of files is metadata
+    work, many times faster in memory than on a disk), else the system's temp dir."""
+    shm = Path("/dev/shm")
+    try:
+        usage = shutil.disk_usage(shm)
+        if os.access(shm, os.W_OK) and usage.free >= 2 * 2 ** 30:
+            return shm / "commit-image-harness"
+    except OSError:
+        pass
     return Path(tempfile.gettempdir()) / "commit-image-harness"
 
 

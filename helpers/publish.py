@@ -16,6 +16,7 @@ import docker
 import docker.auth
 import requests
 
+from helpers.config import DOCKER_HUB, ImageName
 from helpers.errors import ConfigError, InfraError, PushFailed
 
 MANIFEST_TYPES = ", ".join([
@@ -26,7 +27,6 @@ MANIFEST_TYPES = ", ".join([
 ])
 TRANSIENT = re.compile(r"timeout|timed out|temporar|connection (reset|refused|aborted)|EOF|broken pipe|"
                        r"50[0234]|429|too many requests|unavailable|i/o|network", re.I)
-DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 @dataclass(frozen=True)
@@ -36,29 +36,6 @@ class Credentials:
 
     def auth_config(self) -> dict[str, str]:
         return {"username": self.username, "password": self.password}
-
-
-@dataclass(frozen=True)
-class ImageName:
-    """`<registry>/<namespace>/<name>`; the tag is the commit's full SHA."""
-
-    registry: str
-    namespace: str
-    name: str
-
-    @property
-    def repository(self) -> str:
-        """The repository path as the registry API names it."""
-        path = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"library/{path}" if self.is_docker_hub and "/" not in path else path
-
-    @property
-    def is_docker_hub(self) -> bool:
-        return self.registry in DOCKER_HUB
-
-    def ref(self, sha: str) -> str:
-        prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
-        return f"{prefix}/{self.name}:{sha}"
 
 
 def resolve_credentials(registry: str, environ: dict[str, str] | None = None) -> Credentials | None:

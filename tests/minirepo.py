@@ -56,14 +56,16 @@ def dockerfile(deps_step: str = "") -> str:
 
 
 # A local "index" made inside the image: sdists of `slowdep` 1.0 and 2.0 whose builds take
-# SLOW seconds, so that installing the project's dependencies is an expensive step, offline.
+# SLOW seconds, so that installing the project's dependencies is an expensive step, offline. The
+# folder carries the repository's salt, so pip's wheel cache has never seen these sdists either.
 WHEELHOUSE_STEP = r"""ARG SLOW={slow}
 RUN for v in 1.0 2.0; do \
       mkdir -p /tmp/sd/slowdep-$v && cd /tmp/sd/slowdep-$v \
       && printf 'import time\nfrom setuptools import setup\ntime.sleep(%s)\n' "$SLOW" > setup.py \
       && printf 'setup(name="slowdep", version="%s", py_modules=["slowdep"])\n' "$v" >> setup.py \
       && printf 'VERSION = "%s"\n' "$v" > slowdep.py \
-      && mkdir -p /opt/wheelhouse && tar -C /tmp/sd -czf /opt/wheelhouse/slowdep-$v.tar.gz slowdep-$v || exit 1; \
+      && mkdir -p /opt/wheelhouse/{salt} && tar -C /tmp/sd -czf /opt/wheelhouse/{salt}/slowdep-$v.tar.gz slowdep-$v \
+      || exit 1; \
     done && rm -rf /tmp/sd
 """
 
@@ -75,14 +77,16 @@ RUN echo "{salt}" > /opt/image-salt
 RUN python3 -m pip --version \\
     && git clone --depth=1 https://github.com/sgl-project/sglang.git \\
     && cd sglang \\
-    && python3 -m pip install --no-build-isolation --break-system-packages --no-index --find-links /opt/wheelhouse \\
+    && python3 -m pip install --no-build-isolation --break-system-packages --no-index \\
+       --find-links /opt/wheelhouse/{salt} \\
        -e "python[${{BUILD_TYPE}}]"
 """
 
 
 def deps_dockerfile(slow: int = 0, salt: str = "") -> str:
     """The salt makes every layer new to BuildKit: a cold build, whatever ran on this machine before."""
-    return DEPS_DOCKERFILE.format(wheelhouse=WHEELHOUSE_STEP.replace("{slow}", str(slow)), salt=salt)
+    wheelhouse = WHEELHOUSE_STEP.replace("{slow}", str(slow)).replace("{salt}", salt)
+    return DEPS_DOCKERFILE.format(wheelhouse=wheelhouse, salt=salt)
 
 
 def pyproject(dependencies: list[str]) -> str:
@@ -145,6 +149,7 @@ def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0) -> MiniRe
     """
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
+    git(path, "config", "gc.auto", "0")
     repo = MiniRepo(path)
     files = {
         "README.md": f"mini sglang {uuid.uuid4().hex}\n",

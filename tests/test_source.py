@@ -2,12 +2,13 @@
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing
-from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url
+from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url, unsafe_member
 from tests.minirepo import MiniRepo, git
 
 
@@ -139,3 +140,24 @@ def test_crafted_tree_entry_that_climbs_out_fails_the_context_and_writes_nothing
         make_context(mirror_ready(Mirror(str(repo), tmp_path / "c", "s")), crafted, work)
     assert not (work.parent / "evil").exists() and not (tmp_path / "deep" / "evil").exists()
     assert list(work.iterdir()) == []                       # the failed context is removed too
+
+
+@pytest.mark.parametrize("name, kind, link, refused", [
+    ("python/sglang/a.py", tarfile.REGTYPE, "", None),
+    ("python/sglang", tarfile.DIRTYPE, "", None),
+    ("docs/link", tarfile.SYMTYPE, "../README.md", None),
+    ("docs/inner", tarfile.SYMTYPE, "sub/../x", None),
+    ("/etc/passwd", tarfile.REGTYPE, "", "path leaves the tree"),
+    ("../evil", tarfile.REGTYPE, "", "path leaves the tree"),
+    ("a/../../evil", tarfile.REGTYPE, "", "path leaves the tree"),
+    ("escape", tarfile.SYMTYPE, "/etc", "points outside the tree"),
+    ("docs/escape", tarfile.SYMTYPE, "../../x", "points outside the tree"),
+    ("hard", tarfile.LNKTYPE, "../x", "points outside the tree"),
+    ("dev", tarfile.CHRTYPE, "", "not a file, a folder or a link"),
+    ("fifo", tarfile.FIFOTYPE, "", "not a file, a folder or a link"),
+])
+def test_unsafe_members_are_told_apart(name, kind, link, refused):
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, link
+    reason = unsafe_member(member)
+    assert reason is None if refused is None else refused in reason

@@ -1,0 +1,214 @@
+"""The benchmark's scenarios; each returns a Figure measured in this run."""
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from helpers import build, render, verify
+from helpers.config import make_config
+from helpers.dataset import CommitSpec, DockerfileSource
+from helpers.pipeline import BuiltImage, Harness
+from helpers.render.identity import proof_step
+from helpers.source import make_context
+from tests.minirepo import deps_dockerfile, make_deps_repo, make_repo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    measured: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+
+class Workspace:
+    """Temporary repositories, caches and configurations for one benchmark run."""
+
+    def __init__(self, base_image: str):
+        self.root = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+        self.base_image = base_image
+        self.dataset = self.root / "dataset.jsonl"
+        self.dataset.write_text("\n")
+
+    def harness(self, repo: Path, **options) -> Harness:
+        values = {"no_push": True, "dataset": str(self.dataset), "repo_url": str(repo),
+                  "cache_dir": str(self.root / "cache"),
+                  "log_dir": str(self.root / "logs"), "status_dir": str(self.root / "status"),
+                  "image_name": f"bench-{uuid.uuid4().hex[:8]}", "registry": "bench.local",
+                  "base_image_map": [f"nvcr.io/*={self.base_image}"], **options}
+        return Harness(make_config(values, ROOT, uuid.uuid4().hex))
+
+    def cleanup(self, client: docker.DockerClient) -> None:
+        for image in client.images.list(name="bench.local/*"):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+        subprocess.run(["rm", "-rf", str(self.root)], check=False)
+
+
+def produce(harness: Harness, sha: str) -> BuiltImage:
+    return harness.produce(CommitSpec(sha, ("human",), DockerfileSource(), 1), lambda name, value: None)
+
+
+def pair(ws: Workspace, slow: int) -> list[Figure]:
+    """Second commit of a parent/child pair over the first's cold build: the harness, then the old recipe."""
+    repo = make_deps_repo(ws.root / "pair", slow=slow)
+    harness = ws.harness(repo.path)
+    parent, child = (produce(harness, sha) for sha in repo.commits[:2])
+    ratio = child.build_seconds / parent.build_seconds
+    old = old_recipe_pair(ws, harness, slow)
+    return [Figure("pair", f"child {child.build_seconds:.1f} s / parent cold {parent.build_seconds:.1f} s",
+                   ratio, "<= 0.15", ratio <= 0.15),
+            Figure("pair (old recipe)", f"child {old[1]:.1f} s / parent cold {old[0]:.1f} s",
+                   old[1] / old[0], "(for comparison)", None)]
+
+
+def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, float]:
+    """The old recipe on the same kind of pair: ARG with the commit right after FROM, the source copied
+    in the same RUN that installs every dependency, no package cache."""
+    repo = make_deps_repo(ws.root / "old-pair", slow=slow)             # its own salt: cold, like the twin
+    mirror = ws.harness(repo.path).mirror
+    seconds = []
+    for sha in repo.commits[:2]:
+        ctx = make_context(mirror, sha, ws.root / "work")
+        options = render.RenderOptions(harness.config.profile, sha=sha, base_images=harness.config.base_images,
+                                       dependency_layer=False, package_cache=False)
+        text = render.render((ctx.context / "docker" / "Dockerfile").read_text(), options).text
+        text = text.replace(proof_step(harness.config.profile), "RUN echo $SGLANG_COMMIT > /opt/sglang_commit.txt")
+        text = text.replace("ARG SGLANG_COMMIT\n", "")
+        first_from = text.index("\n", text.index("FROM ")) + 1
+        text = text[:first_from] + "ARG SGLANG_COMMIT\n" + text[first_from:]
+        ctx.dockerfile.write_text(text)
+        request = build.BuildRequest(ctx.dockerfile, ctx.context, f"bench.local/old:{sha}",
+                                     {"SGLANG_COMMIT": sha}, {verify.REVISION_LABEL: sha})
+        result = build.run_build(build.build_argv(harness.driver, request), ws.root / f"old-{sha}.log", 3600)
+        seconds.append(result.seconds)
+        ctx.remove()
+    return seconds[0], seconds[1]
+
+
+def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 7) -> list[Figure]:
+    """One verification (one container run, all checks) over `docker run --rm IMAGE true`."""
+    repo = make_repo(ws.root / "verify")
+    harness = ws.harness(repo.path)
+    image = produce(harness, repo.commits[1])
+    checks = [timed(lambda: harness.verify(image)) for _ in range(rounds)]
+    plain = [timed(lambda: subprocess.run(["docker", "run", "--rm", image.ref, "true"], check=True,
+                                          capture_output=True)) for _ in range(rounds)]
+    ratio = statistics.median(checks) / statistics.median(plain)
+    return [Figure("verify", f"{statistics.median(checks):.2f} s / docker run --rm IMAGE true "
+                             f"{statistics.median(plain):.2f} s (medians of {rounds})", ratio, "<= 1.3", ratio <= 1.3)]
+
+
+def overhead(ws: Workspace, files: int = 5000) -> list[Figure]:
+    """The harness's own time per commit (mirror, git archive, fixes, render, logs) on a 5,000-file tree."""
+    repo = make_repo(ws.root / "big", extra_modules=files)
+    harness = ws.harness(repo.path)
+    produce(harness, repo.commits[0])                              # warm the mirror and the layers
+    started = time.monotonic()
+    image = produce(harness, repo.commits[1])
+    wall = time.monotonic() - started
+    own = wall - (image.build_seconds or 0)
+    return [Figure("overhead", f"{own:.2f} s per commit beyond the engine's {image.build_seconds:.2f} s build "
+                               f"({files + 6} files)", None, "<= 1 s", own <= 1.0)]
+
+
+def timed(action) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def collection(ws: Workspace, commits: int = 10000) -> list[Figure]:
+    """`pytest --collect-only` over a dataset of 10,000 commits."""
+    dataset = ws.root / "big-dataset.jsonl"
+    with open(dataset, "w") as out:
+        for _ in range(commits // 2):
+            out.write(json.dumps({"commit_hash": uuid.uuid4().hex + uuid.uuid4().hex[:8],
+                                  "parent_commit": uuid.uuid4().hex + uuid.uuid4().hex[:8],
+                                  "dockerfile_path": "docker/Dockerfile"}) + "\n")
+    argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", f"--dataset={dataset}", "--no-push",
+            "-p", "no:cacheprovider"]
+    seconds = timed(lambda: subprocess.run(argv, cwd=ROOT, check=True, capture_output=True))
+    return [Figure("collect", f"{seconds:.2f} s for {commits:,} commits", None, "<= 3 s", seconds <= 3)]
+
+
+def skip_pushed(ws: Workspace, client: docker.DockerClient, tags: int = 10000) -> list[Figure]:
+    """--skip-pushed's tag listing against a real registry holding 10,000 tags."""
+    storage = ws.root / "registry"
+    storage.mkdir()
+    container = client.containers.run("registry:2", detach=True, remove=True, ports={"5000/tcp": ("127.0.0.1", None)},
+                                      volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}})
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
+        registry = f"127.0.0.1:{port}"
+        seed_tags(client, registry, storage, tags)
+        harness = ws.harness(ws.root, registry=registry, namespace="bench", image_name="tags")
+        seconds = timed(lambda: harness.pushed_tags())
+        found = len(harness.pushed_tags())
+    finally:
+        container.stop()
+    return [Figure("skip-pushed", f"{seconds:.2f} s to list {found:,} tags", None, "<= 5 s", seconds <= 5)]
+
+
+def seed_tags(client: docker.DockerClient, registry: str, storage: Path, count: int) -> None:
+    """One real push, then its tag link copied under `count` names in the registry's storage."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("bench")
+        tar.addfile(info, io.BytesIO(b""))
+    ref = f"{registry}/bench/tags"
+    client.api.import_image_from_data(data.getvalue(), repository=ref, tag="seed")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            for _ in client.api.push(ref, tag="seed", stream=True, decode=True):
+                pass
+            break
+        except docker.errors.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    client.images.remove(f"{ref}:seed", force=True)
+    tags = storage / "docker/registry/v2/repositories/bench/tags/_manifests/tags"
+    link = (tags / "seed" / "current" / "link").read_text()
+    for n in range(count):
+        folder = tags / f"{n:040x}" / "current"
+        folder.mkdir(parents=True)
+        (folder / "link").write_text(link)
+
+
+def parallel(ws: Workspace, commits: int = 8, slow: int = 6) -> list[Figure]:
+    """Wall time of `pytest -n 2` over `pytest -n 1` for 8 independent commits (no shared layers)."""
+    repo = make_repo(ws.root / "parallel")
+    walls = {}
+    for workers in ("1", "2"):
+        dataset = ws.root / f"parallel-{workers}.jsonl"
+        lines = []
+        for i in range(commits):
+            sha = repo.commit(f"commit {workers}-{i}", {"python/sglang/srt/scheduler.py": f"BATCH = {i}\n"})
+            salted = deps_dockerfile(slow, f"{uuid.uuid4().hex}")
+            lines.append(json.dumps({"commit_hash": sha, "dockerfile_content": salted}))
+        dataset.write_text("\n".join(lines) + "\n")
+        argv = [sys.executable, "-m", "pytest", "-n", workers, f"--dataset={dataset}", f"--repo-url={repo.path}",
+                "--no-push", f"--cache-dir={ws.root / 'cache'}", f"--log-dir={ws.root / 'plogs'}",
+                f"--status-dir={ws.root / 'pstatus'}", f"--junitxml={ws.root / 'pjunit.xml'}",
+                f"--base-image-map=nvcr.io/*={ws.base_image}", "--registry=bench.local", "-p", "no:cacheprovider"]
+        walls[workers] = timed(lambda argv=argv: subprocess.run(argv, cwd=ROOT, check=True, capture_output=True))
+    ratio = walls["2"] / walls["1"]
+    return [Figure("parallel", f"-n 2 {walls['2']:.1f} s / -n 1 {walls['1']:.1f} s ({commits} commits)",
+                   ratio, "(2 cores: 0.5 at best)", None)]

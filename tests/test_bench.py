@@ -1,0 +1,26 @@
+"""The benchmark runs (its figures are measured, not asserted: targets live in the benchmark's output)."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.docker
+
+
+def test_benchmark_prints_its_figures_with_the_machine(base_image, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "collect,skip-pushed,verify",
+                           "--base-image", base_image, "--json", str(tmp_path / "figures.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stdout + done.stderr       # 1: a target missed on this machine
+    assert done.stdout.startswith("machine: ")
+    for name in ("collect", "skip-pushed", "verify"):
+        assert f"\n{name} " in done.stdout
+    assert (tmp_path / "figures.json").read_text().count('"name"') == 3
+
+
+def test_benchmark_refuses_unknown_figures():
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "speed"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "unknown figures: speed" in done.stderr
