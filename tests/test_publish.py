@@ -156,3 +156,57 @@ def test_basic_auth_registry_push_and_listing_with_credentials_only(docker_clien
             list(RegistryAPI(auth_registry, Credentials(REGISTRY_USER, "wrong")).tags(image.repository))
     finally:
         docker_client.images.remove(ref, force=True)
+
+
+class TokenRegistry:
+    """A stand-in for Docker Hub's two hosts on loopback: the registry answers 401 with a Bearer
+    challenge; the token service hands out a token (to anyone for pull, like a public repository)."""
+
+    def __init__(self, pages: int = 2):
+        import http.server
+        import threading
+        outer = self
+        self.token_requests: list[tuple[str, str | None]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.startswith("/token"):
+                    outer.token_requests.append((self.path, self.headers.get("Authorization")))
+                    return self.reply(200, json.dumps({"token": "tok-123"}).encode())
+                if self.headers.get("Authorization") != "Bearer tok-123":
+                    realm = f"http://{self.headers['Host']}/token"
+                    return self.reply(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service='
+                                                  f'"registry.test",scope="repository:user/img:pull"'})
+                page = 2 if "last=" in self.path else 1
+                tags = [f"{page}{n:039x}" for n in range(3)]
+                links = {"Link": '</v2/user/img/tags/list?n=3&last=x>; rel="next"'} if page < pages else {}
+                return self.reply(200, json.dumps({"name": "user/img", "tags": tags}).encode(), links)
+
+            def reply(self, status, body, headers=None):
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_bearer_token_flow_anonymous_and_with_credentials_across_pages():
+    hub = TokenRegistry()
+    try:
+        tags = list(RegistryAPI(hub.address, None).tags("user/img", page_size=3))
+        assert len(tags) == 6 and tags[0].startswith("1") and tags[-1].startswith("2")
+        path, auth = hub.token_requests[0]
+        assert "scope=repository%3Auser%2Fimg%3Apull" in path and "service=registry.test" in path and auth is None
+        assert len(hub.token_requests) == 1                      # the token is reused for the next page
+        list(RegistryAPI(hub.address, Credentials("alice", "s3cret")).tags("user/img"))
+        assert hub.token_requests[-1][1] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    finally:
+        hub.server.shutdown()
