@@ -22,52 +22,65 @@ ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
 
 
+# The harness's options, one row each: (flag, argparse keywords). Their values reach the
+# configuration under the flag's name (`--repo-url` -> options["repo_url"]).
+OPTIONS = (
+    ("--dataset", dict(help="JSON-lines dataset (default data/sglang_track_all.json)")),
+    ("--blacklist", dict(help="SHAs to exclude, one per line (default data/blacklist.txt)")),
+    ("--project", dict(help="built-in project profile: sglang (default) or vllm")),
+    ("--profile-file", dict(help="a project profile in TOML (see README)")),
+    ("--repo-url", dict(help="repository URL or local path (default: the profile's public repository)")),
+    ("--cache-dir", dict(help="where the bare mirror lives (default ~/.cache/commit-image-harness)")),
+    ("--work-dir", dict(help="where build contexts are made (default /dev/shm if it has room, else temp)")),
+    ("--log-dir", dict(help="one build log per commit (default logs/)")),
+    ("--status-dir", dict(help="status lists folder (default commit-status/)")),
+    ("--registry", dict(help="registry host (default docker.io)")),
+    ("--namespace", dict(help="registry namespace (default $DOCKERHUB_USERNAME)")),
+    ("--image-name", dict(help="image repository name (default: the profile's, nvidia-sglang-docker)")),
+    ("--no-push", dict(action="store_true", help="build and verify locally; push nothing")),
+    ("--verify-only", dict(action="store_true", help="verify existing images (local, else pulled)")),
+    ("--platform", dict(help="build platform (default linux/amd64)")),
+    ("--docker-client", dict(help="docker client binary (env HARNESS_DOCKER_CLIENT)")),
+    ("--build-driver", dict(help="auto | buildx | buildkit (env HARNESS_BUILD_DRIVER)")),
+    ("--builder", dict(help="buildx builder to use (remote BuildKit, for instance)")),
+    ("--cache-from", dict(action="append", help="buildx --cache-from, repeatable")),
+    ("--cache-to", dict(action="append", help="buildx --cache-to, repeatable")),
+    ("--base-image-map", dict(action="append", metavar="PATTERN=IMAGE",
+                    help="rewrite FROM images matching a glob, repeatable")),
+    ("--build-timeout", dict(type=float, help="seconds before a build is stopped (default 7200)")),
+    ("--verify-timeout", dict(type=float, help="seconds for the verification run (default 600)")),
+    ("--git-timeout", dict(type=float, help="seconds for a clone or fetch (default 1800)")),
+    ("--push-retries", dict(type=int, help="retries of a push on transient errors (default 3)")),
+    ("--push-backoff", dict(type=float, help="seconds before the first push retry, doubling (default 2)")),
+    ("--keep-failed", dict(action="store_true", help="keep the images of commits that failed verification")),
+    ("--batch-size", dict(type=int, help="keep only the first N selected commits")),
+    ("--shard", dict(metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")),
+    ("--skip-pushed", dict(action="store_true",
+                    help="skip commits whose image tag is already in the registry (listed once per session)")),
+    ("--show-build-logs", dict(action="store_true", help="stream build output prefixed by short SHA")),
+    ("--keep-contexts", dict(action="store_true", help="keep build contexts for inspection")),
+    ("--enable-fix", dict(action="append", metavar="NAME", help="apply a context fix the profile leaves off")),
+    ("--disable-fix", dict(action="append", metavar="NAME", help="skip a context fix of the profile")),
+    ("--freeze-deps", dict(action="store_true",
+                    help="pip/uv see only releases uploaded before the end of the commit's day (UTC)")),
+    ("--prepare-only", dict(action="store_true",
+                    help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")),
+    ("--out-dir", dict(help="folder for --prepare-only")),
+    ("--no-dependency-layer", dict(action="store_true",
+                    help="keep the project's dependency install in the same step as its source")),
+    ("--no-package-cache", dict(action="store_true", help="no BuildKit cache mount for pip and uv")),
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("harness", "commit image harness")
-    g.addoption("--dataset", help="JSON-lines dataset (default data/sglang_track_all.json)")
-    g.addoption("--blacklist", help="SHAs to exclude, one per line (default data/blacklist.txt)")
-    g.addoption("--project", help="built-in project profile: sglang (default) or vllm")
-    g.addoption("--profile-file", help="a project profile in TOML (see README)")
-    g.addoption("--repo-url", help="repository URL or local path (default: the profile's public repository)")
-    g.addoption("--cache-dir", help="where the bare mirror lives (default ~/.cache/commit-image-harness)")
-    g.addoption("--work-dir", help="where build contexts are made (default: the system temp dir)")
-    g.addoption("--log-dir", help="one build log per commit (default logs/)")
-    g.addoption("--status-dir", help="status lists folder (default commit-status/)")
-    g.addoption("--registry", help="registry host (default docker.io)")
-    g.addoption("--namespace", help="registry namespace (default $DOCKERHUB_USERNAME)")
-    g.addoption("--image-name", help="image repository name (default: the profile's, nvidia-sglang-docker)")
-    g.addoption("--no-push", action="store_true", help="build and verify locally; push nothing")
-    g.addoption("--verify-only", action="store_true", help="verify existing images (local, else pulled)")
-    g.addoption("--platform", help="build platform (default linux/amd64)")
-    g.addoption("--docker-client", help="docker client binary (env HARNESS_DOCKER_CLIENT)")
-    g.addoption("--build-driver", help="auto | buildx | buildkit (env HARNESS_BUILD_DRIVER)")
-    g.addoption("--builder", help="buildx builder to use (remote BuildKit, for instance)")
-    g.addoption("--cache-from", action="append", help="buildx --cache-from, repeatable")
-    g.addoption("--cache-to", action="append", help="buildx --cache-to, repeatable")
-    g.addoption("--base-image-map", action="append", metavar="PATTERN=IMAGE",
-                help="rewrite FROM images matching a glob, repeatable")
-    g.addoption("--build-timeout", type=float, help="seconds before a build is stopped (default 7200)")
-    g.addoption("--verify-timeout", type=float, help="seconds for the verification run (default 600)")
-    g.addoption("--git-timeout", type=float, help="seconds for a clone or fetch (default 1800)")
-    g.addoption("--push-retries", type=int, help="retries of a push on transient errors (default 3)")
-    g.addoption("--push-backoff", type=float, help="seconds before the first push retry, doubling (default 2)")
-    g.addoption("--keep-failed", action="store_true", help="keep the images of commits that failed verification")
-    g.addoption("--batch-size", type=int, help="keep only the first N selected commits")
-    g.addoption("--shard", metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")
-    g.addoption("--skip-pushed", action="store_true",
-                help="skip commits whose image tag is already in the registry (listed once per session)")
-    g.addoption("--show-build-logs", action="store_true", help="stream build output prefixed by short SHA")
-    g.addoption("--keep-contexts", action="store_true", help="keep build contexts for inspection")
-    g.addoption("--enable-fix", action="append", metavar="NAME", help="apply a context fix the profile leaves off")
-    g.addoption("--disable-fix", action="append", metavar="NAME", help="skip a context fix of the profile")
-    g.addoption("--freeze-deps", action="store_true",
-                help="pip/uv see only releases uploaded before the end of the commit's day (UTC)")
-    g.addoption("--prepare-only", action="store_true",
-                help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")
-    g.addoption("--out-dir", help="folder for --prepare-only")
-    g.addoption("--no-dependency-layer", action="store_true",
-                help="keep the project's dependency install in the same step as its source")
-    g.addoption("--no-package-cache", action="store_true", help="no BuildKit cache mount for pip and uv")
+    group = parser.getgroup("harness", "commit image harness")
+    for flag, keywords in OPTIONS:
+        group.addoption(flag, **keywords)
+
+
+def option_values(config: pytest.Config) -> dict:
+    names = [flag[2:].replace("-", "_") for flag, _ in OPTIONS]
+    return {name: config.getoption(name) for name in names}
 
 
 def is_build_run(config: pytest.Config) -> bool:
@@ -86,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate_as_interrupt)
-    options = {key: config.getoption(key) for key in OPTION_KEYS}
+    options = option_values(config)
     options["collect_only"] = config.option.collectonly
     try:
         config.harness_config = make_config(options, ROOT, config.harness_session)
@@ -101,14 +114,6 @@ def pytest_configure(config: pytest.Config) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         config.harness_junit = final
         config.option.xmlpath = str(final.with_name(f".{final.name}.{os.getpid()}.tmp"))
-
-
-OPTION_KEYS = ("dataset", "blacklist", "project", "profile_file", "enable_fix", "disable_fix", "freeze_deps",
-               "prepare_only", "out_dir", "repo_url", "cache_dir", "work_dir", "log_dir", "status_dir",
-               "registry", "namespace", "image_name", "no_push", "verify_only", "platform", "docker_client",
-               "build_driver", "builder", "cache_from", "cache_to", "base_image_map", "build_timeout",
-               "verify_timeout", "git_timeout", "push_retries", "show_build_logs", "keep_contexts", "skip_pushed",
-               "shard", "push_backoff", "keep_failed", "no_dependency_layer", "no_package_cache")
 
 
 class BuildLogEcho:
