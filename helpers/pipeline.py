@@ -201,7 +201,8 @@ class Harness:
         options = render.RenderOptions(
             profile=self.config.profile, sha=image.sha, base_images=self.config.base_images,
             repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
-            scm_version=scm_version(self.mirror.describe(image.sha), image.sha),
+            scm_version=scm_version(self.mirror.describe(image.sha), image.sha)
+            if "scm_version" in self.config.fixes else None,
             freeze_until=self.mirror.end_of_commit_day(image.sha) if self.config.freeze_deps else None,
             project_files=source.project_files(ctx.context, self.config.profile.source_subdir),
             dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache)
