@@ -37,6 +37,16 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_dangling_images_left():
+    """Images the tests re-tag (forgeries, rebuilds) leave their predecessors untagged: remove those."""
+    yield
+    try:
+        docker.from_env().images.prune(filters={"dangling": True, "label": "org.opencontainers.image.revision"})
+    except Exception:  # noqa: BLE001 - no engine, nothing to clean
+        pass
+
+
 @pytest.fixture(scope="session")
 def base_image(docker_client: docker.DockerClient) -> str:
     try:
