@@ -142,9 +142,10 @@ def harness_runner(tmp_path: Path, registry: str, base_image: str, docker_client
     """A Runner with its own image name; its images are removed afterwards."""
     image_name = f"mini-sglang-{uuid.uuid4().hex[:8]}"
     yield Runner(tmp_path / "run", registry, image_name)
-    for image in docker_client.images.list(name=f"{registry}/test/{image_name}"):
+    for image in docker_client.images.list():            # under any registry the test pointed it at
         for tag in image.tags:
-            docker_client.images.remove(tag, force=True)
+            if f"/test/{image_name}:" in tag:
+                docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture
