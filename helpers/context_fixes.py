@@ -29,6 +29,7 @@ class AppliedFix:
 
 
 def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 

@@ -35,7 +35,6 @@ class BuiltImage:
     digest: str | None = None
     build_seconds: float | None = None
     patched: dict[str, bytes] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,12 +87,8 @@ class Harness:
     @cached_property
     def docker(self) -> docker.DockerClient:
         """The engine client; an unreachable engine is one clear error naming the endpoint."""
-        try:
-            client = docker.from_env(timeout=max(60, int(self.config.verify_timeout)))
-            client.ping()
-            return client
-        except (docker.errors.DockerException, requests.RequestException) as e:
-            raise InfraError(f"the Docker engine at {engine_endpoint()} does not answer: {e}") from e
+        self.check_engine()
+        return docker.from_env(timeout=max(60, int(self.config.verify_timeout)))
 
     def check_engine(self) -> None:
         """Raise InfraError naming the endpoint when the engine does not answer a new connection
@@ -195,8 +190,7 @@ class Harness:
 
     def prepare(self, spec: CommitSpec, ctx: source.BuildContext, image: BuiltImage, record: Record) -> Prepared:
         """Fix the context's dependency files and render the Dockerfile; record every change."""
-        patched, context_fixes = apply_context_fixes(ctx.context, set(self.config.fixes))
-        ctx.patched.update(patched)
+        image.patched, context_fixes = apply_context_fixes(ctx.context, set(self.config.fixes))
         original, origin = self.dockerfile_text(spec, image.sha)
         options = render.RenderOptions(
             profile=self.config.profile, sha=image.sha, base_images=self.config.base_images,
@@ -208,12 +202,10 @@ class Harness:
             dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache)
         rendered = render.render(original, options)
         ctx.dockerfile.write_text(rendered.text)
-        image.notes = tuple(ctx.notes) + rendered.notes
-        image.patched = dict(ctx.patched)
         fixes = tuple(context_fixes) + rendered.fixes
         if fixes:
             record("fixes", "; ".join(str(f) for f in fixes))
-        return Prepared(spec, origin, original, rendered, fixes, image.notes)
+        return Prepared(spec, origin, original, rendered, fixes, tuple(ctx.notes) + rendered.notes)
 
     def build(self, prepared: Prepared, ctx: source.BuildContext, image: BuiltImage, record: Record) -> None:
         log_path = self.write_log_header(prepared, image)

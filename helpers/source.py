@@ -42,12 +42,11 @@ def is_inside_work_tree(path: Path) -> bool:
 
 @dataclass
 class BuildContext:
-    """A fresh directory holding exactly one commit's tree, and the files the harness changed."""
+    """A fresh directory holding exactly one commit's tree, and what was done to it."""
 
     root: Path                       # parent folder: holds context/ and the rendered Dockerfile
     sha: str
     notes: list[str] = field(default_factory=list)
-    patched: dict[str, bytes] = field(default_factory=dict)   # tree path -> content in the context
 
     @property
     def context(self) -> Path:

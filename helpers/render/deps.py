@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from helpers.context_fixes import canonical
 from helpers.profiles import Profile
 from helpers.render.dockerfile import Instruction, declared_values, expand, keyword_end, parse
 from helpers.render.pin import MOUNT_FLAG, SOURCE_MOUNT
@@ -32,10 +33,6 @@ except ModuleNotFoundError:                      # Python 3.10
 
 INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index", "--trusted-host",
                  "--pre", "--prefer-binary", "--only-binary", "--no-binary"}
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def dependency_list(files: Mapping[str, str], subdir: str, extras: set[str]) -> list[str] | None:

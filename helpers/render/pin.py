@@ -14,6 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from helpers.context_fixes import canonical
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import Profile, normalise_repo
 from helpers.render.dockerfile import Document, Instruction, declared_values, expand, keyword_end, parse, stage_parent
@@ -65,10 +66,6 @@ class Target:
 
     def mentions_project(self, text: str) -> bool:
         return self.profile.name.lower() in text.lower() or self.profile.import_name.lower() in text.lower()
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass
