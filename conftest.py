@@ -14,7 +14,7 @@ import pytest
 
 from helpers import dataset, report
 from helpers.config import make_config
-from helpers.errors import ConfigError, DatasetInvalid, HarnessError, InfraError
+from helpers.errors import CATEGORIES, ConfigError, DatasetInvalid, HarnessError, InfraError
 from helpers.pipeline import Harness, Produced
 from helpers.progress import Followers, RunProgress
 
@@ -245,12 +245,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     error = call.excinfo.value
     if call.excinfo.errisinstance(pytest.skip.Exception):
         return
-    category = error.category if isinstance(error, HarnessError) else "infra_error"
+    category, reason = failure_category(error)
     item.harness_category = category
-    item.user_properties.append(("category", category))
-    report.user_properties.append(("category", category))
+    for prop in (("category", category), ("reason", reason)):
+        item.user_properties.append(prop)
+        report.user_properties.append(prop)
     if isinstance(error, HarnessError):
         report.longrepr = error.describe()
+
+
+def failure_category(error: BaseException) -> tuple[str, str]:
+    """A harness error names its category; a failed check's assertion message starts with it."""
+    if isinstance(error, HarnessError):
+        return error.category, error.message.strip().splitlines()[0][:300] if error.message.strip() else ""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    category = first.split(":", 1)[0]
+    if isinstance(error, AssertionError) and category in CATEGORIES:
+        return category, first[:300]
+    return "infra_error", f"{type(error).__name__}: {first}"[:300]
 
 
 
@@ -297,7 +309,8 @@ def harness(pytestconfig: pytest.Config) -> Harness:
 
 @pytest.fixture
 def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
-    """The image of one commit: built, tagged and pushed (or found, with --verify-only).
+    """The image of one commit: built, verified, and tagged and pushed only when every check passed
+    (or, with --verify-only, the image the registry serves, verified).
 
     A failure is kept, not raised here, so that the test reports it as the commit's failure
     (pytest's "failed") rather than as a broken fixture ("error"). An image this run built that
@@ -325,7 +338,4 @@ def produce_image(commit, harness: Harness, request: pytest.FixtureRequest) -> P
         skip_reason = harness.skip_reason(commit.sha, pushed)
         if skip_reason:
             pytest.skip(skip_reason)
-    try:
-        return Produced(image=harness.produce(commit, record))
-    except HarnessError as e:
-        return Produced(error=e)
+    return harness.run_commit(commit, record)

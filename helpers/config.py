@@ -54,6 +54,7 @@ class HarnessConfig:
     image: ImageName
     session_id: str
     push: bool = True
+    no_push: bool = False            # --no-push: nothing goes to or comes from the registry
     verify_only: bool = False
     platform: str = "linux/amd64"
     docker_client: str | None = None
@@ -165,6 +166,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         image=ImageName(registry, namespace, options.get("image_name") or profile.image_name),
         session_id=session_id,
         push=push,
+        no_push=bool(options.get("no_push")),
         verify_only=bool(options.get("verify_only")),
         platform=options.get("platform") or "linux/amd64",
         docker_client=options.get("docker_client") or os.environ.get("HARNESS_DOCKER_CLIENT") or None,

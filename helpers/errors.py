@@ -22,6 +22,7 @@ CATEGORIES = (
     "verify_editable_install",
     "verify_import",
     "verify_source_mismatch",
+    "verify_version",
     "infra_error",
 )
 
@@ -92,11 +93,3 @@ class ImageNotFound(HarnessError):
 
 class InfraError(HarnessError):
     category = "infra_error"
-
-
-class VerificationFailed(HarnessError):
-    """A verification check failed; its category is the check's own (`verify_*`)."""
-
-    def __init__(self, category: str, message: str):
-        super().__init__(message)
-        self.category = category

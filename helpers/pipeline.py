@@ -20,35 +20,41 @@ from helpers import build, publish, render, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes, scm_version
 from helpers.dataset import CommitSpec
-from helpers.errors import HarnessError, InfraError, VerificationFailed
+from helpers.errors import HarnessError, ImageNotFound, InfraError
 
 Record = Callable[[str, object], None]
 HARNESS_LABEL = "commit-image-harness.session"
+COMMIT_LABEL = "commit-image-harness.commit"
 
 
 @dataclass
 class BuiltImage:
-    """An image that claims to hold one commit, and what verification compares it with."""
+    """An image that claims to hold one commit, and what verification compares it with.
+
+    `ref` is the tag (`<repository>:<sha>`); `verified_ref` what was verified (the registry's
+    digest with --verify-only, else the tag)."""
 
     sha: str
     ref: str
     digest: str | None = None
     build_seconds: float | None = None
     patched: dict[str, bytes] = field(default_factory=dict)
+    verified_ref: str = ""
 
 
 @dataclass(frozen=True)
 class Produced:
-    """What producing an image gave: the image, or the failure that stopped it."""
+    """What one commit gave: its image and its checks, or the failure that stopped it first."""
 
     image: BuiltImage | None = None
+    checks: verify.Checks | None = None
     error: HarnessError | None = None
 
-    def get(self) -> BuiltImage:
+    def get(self) -> verify.Checks | None:
+        """The checks for the test to assert (None when nothing was built: --prepare-only)."""
         if self.error is not None:
             raise self.error
-        assert self.image is not None
-        return self.image
+        return self.checks
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,27 @@ class Harness:
             return None if is_pushed else f"not pushed to {self.config.image.ref(sha)}: nothing to verify"
         return f"already pushed: {self.config.image.ref(sha)}" if is_pushed else None
 
+    def run_commit(self, spec: CommitSpec, record: Record) -> Produced:
+        """Build, verify the local image, and only when every check passed, push and confirm the digest.
+
+        An image that fails a check is never pushed: the registry's tag keeps what it served."""
+        image = None
+        try:
+            image = self.produce(spec, record)
+            if self.config.prepare_only:
+                return Produced(image)
+            checks = self.verify(image)
+            for check in checks:
+                record(f"check.{check.category}", check.line())
+            if checks.passed and self.config.push and not self.config.verify_only:
+                self.publish(image, record)
+            return Produced(image, checks)
+        except HarnessError as e:
+            return Produced(image, error=e)
+
     def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
-        """Context, fixes, render, build, push: an image tagged with the commit's full SHA."""
+        """Context, fixes, render, build: a local image tagged with the commit's full SHA (or, with
+        --verify-only, the image the registry serves under that tag)."""
         if not self.config.prepare_only:
             self.check_engine()                     # a dead engine fails fast, with its endpoint
         sha = self.mirror.resolve(spec.sha)
@@ -157,7 +182,7 @@ class Harness:
         record("image", image.ref)
         if self.config.verify_only:
             image.patched = self.patched_files(sha)
-            self.fetch_existing(image)
+            self.fetch_existing(image, record)
             return image
         ctx = source.make_context(self.mirror, sha, self.config.work_dir)
         try:
@@ -169,14 +194,17 @@ class Harness:
         finally:
             if not self.config.keep_contexts:
                 ctx.remove()
-        if self.config.push:
-            pushed = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries,
-                                  self.config.push_backoff)
-            record("push_attempts", pushed.attempts)
-            publish.confirm_pushed(self.registry, self.config.image, sha, pushed.digest)
-            image.digest = pushed.digest
-            record("digest", image.digest)
+        image.verified_ref = image.ref
         return image
+
+    def publish(self, image: BuiltImage, record: Record) -> None:
+        """Push a verified image, then the registry must serve the pushed digest under the tag."""
+        pushed = publish.push(self.docker, image.ref, self.credentials, self.config.push_retries,
+                              self.config.push_backoff)
+        record("push_attempts", pushed.attempts)
+        publish.confirm_pushed(self.registry, self.config.image, image.sha, pushed.digest)
+        image.digest = pushed.digest
+        record("digest", image.digest)
 
     def patched_files(self, sha: str) -> dict[str, bytes]:
         """--verify-only: what the context fixes change in this commit (the image holds those bytes)."""
@@ -249,32 +277,38 @@ class Harness:
         (self.config.log_dir / f"{image.sha}.Dockerfile").write_text(prepared.rendered.text, encoding="utf-8")
         return log_path
 
-    def fetch_existing(self, image: BuiltImage) -> None:
-        """--verify-only: the local image, else pulled from the registry."""
-        def pull() -> None:
-            repository, tag = image.ref.rsplit(":", 1)
-            auth = self.credentials.auth_config() if self.credentials else None
-            self.docker.images.pull(repository, tag=tag, auth_config=auth)
-        verify.find_image(self.docker, image.ref, pull)
+    def fetch_existing(self, image: BuiltImage, record: Record) -> None:
+        """--verify-only: the image users pull, i.e. the digest the registry serves under the tag (pulled
+        when the local image is another); with --no-push, the local image, which was never pushed."""
+        if self.config.no_push:
+            verify.find_image(self.docker, image.ref)
+            image.verified_ref = image.ref
+            return
+        repository = image.ref.rsplit(":", 1)[0]
+        digest = self.registry.manifest_digest(self.config.image.repository, image.sha)
+        if digest is None:
+            raise ImageNotFound(f"the registry serves no image under {image.ref}")
+        image.digest, image.verified_ref = digest, f"{repository}@{digest}"
+        record("digest", digest)
+        record("verified", image.verified_ref)
 
-    def verify(self, image: BuiltImage) -> list[verify.CheckResult]:
-        """Facts from one container run, then every check; nothing raised yet."""
+        def pull() -> None:
+            auth = self.credentials.auth_config() if self.credentials else None
+            self.docker.images.pull(repository, tag=digest, auth_config=auth)
+        verify.find_image(self.docker, image.verified_ref, pull)
+
+    def verify(self, image: BuiltImage) -> verify.Checks:
+        """Files read from outside the image, one probe run inside, then every check; nothing raised yet."""
         tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
         want = verify.Expected(image.sha, self.config.profile,
                                verify.expected_tree(self.config.profile, tree, image.patched))
         try:
-            facts = verify.collect_facts(self.docker, image.ref, self.config.profile, self.config.verify_timeout,
-                                         labels={HARNESS_LABEL: self.config.session_id})
+            facts = verify.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
+                                         self.config.verify_timeout,
+                                         labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha})
         except (docker.errors.DockerException, requests.RequestException) as e:
-            raise InfraError(f"the verification container of {image.ref} could not run: {e}") from e
+            raise InfraError(f"the verification of {image.verified_ref or image.ref} could not run: {e}") from e
         return verify.evaluate(facts, want)
-
-
-def require_all(results: list[verify.CheckResult]) -> None:
-    """Fail with the first failing check's category; the message lists every check."""
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise VerificationFailed(failed[0].category, "\n" + verify.summary(results))
 
 
 def engine_endpoint() -> str:

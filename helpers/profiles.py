@@ -36,6 +36,8 @@ class Profile:
     import_from_workdir: bool = False  # import as the image's entrypoint would: from its WORKDIR
     fixes: tuple[str, ...] = ()      # context fixes applied unless a run turns them off
     generated_files: tuple[str, ...] = ()  # package files a build writes (e.g. _version.py), not compared
+    build_products: tuple[str, ...] = ()   # compiled files a build adds to the package (globs), e.g. "*.so"
+    check_modules: tuple[str, ...] = ()    # submodules imported too; each must load from the checked copy
 
     @property
     def package_path(self) -> str:
@@ -115,6 +117,7 @@ VLLM = Profile(
     import_from_workdir=True,
     fixes=FIXES,
     generated_files=("_version.py",),
+    build_products=("*.so",),
 )
 
 BUILTIN_PROFILES = {SGLANG.name: SGLANG, VLLM.name: VLLM}

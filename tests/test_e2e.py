@@ -61,7 +61,7 @@ def test_image_of_another_commit_dressed_as_this_one_fails_source_mismatch(
     built = harness_runner.run(mini_repo.path, "--no-push", "-k", parent)
     assert built.returncode == 0, built.output
     forge(docker_client, harness_runner.ref(parent), harness_runner.ref(child), child)
-    run = harness_runner.run(mini_repo.path, "--verify-only", "-k", child)
+    run = harness_runner.run(mini_repo.path, "--verify-only", "--no-push", "-k", child)     # the local image
     assert run.returncode == 1
     outcome = run.outcomes[child]
     assert outcome.status == "verify_source_mismatch"
@@ -177,12 +177,14 @@ def test_skip_pushed_lists_tags_once_and_skips_what_is_there(harness_runner, pai
     assert again.outcomes[child].status == "success"
     assert again.statuses == {parent: "success", child: "success"}
     assert re.search(rf"SKIPPED +parent +{parent[:12]} .*already pushed", again.output)
-    # --verify-only with --skip-pushed: what is pushed is pulled (not found locally) and verified
+    # --verify-only with --skip-pushed: what is pushed is pulled by its digest (not found locally) and verified
     docker_client.images.remove(harness_runner.ref(child), force=True)
     verified = harness_runner.run(mini_repo.path, "--verify-only", "--skip-pushed", "-k", child)
     assert verified.returncode == 0, verified.output
     assert verified.outcomes[child].status == "success"
-    docker_client.images.get(harness_runner.ref(child))
+    digest = verified.outcomes[child].properties["digest"]
+    assert verified.outcomes[child].properties["verified"] == harness_runner.ref(child).rsplit(":", 1)[0] + "@" + digest
+    docker_client.images.get(verified.outcomes[child].properties["verified"])
 
 
 def test_skip_pushed_against_an_unreachable_registry_stops_and_says_so(harness_runner, pair_dataset, mini_repo):

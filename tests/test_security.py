@@ -102,7 +102,7 @@ def test_every_forgery_fails_with_its_category(harness_runner, pair_dataset, min
     found = {}
     for name, (base, lines, files) in forgeries(parent, child).items():
         forged(docker_client, f"{originals[base]}-genuine", originals[child], lines, files)
-        run = harness_runner.run(mini_repo.path, "--verify-only", "-k", child)
+        run = harness_runner.run(mini_repo.path, "--verify-only", "--no-push", "-k", child)
         found[name] = run.outcomes[child].status
     assert found == EXPECTED
     for ref in originals.values():
@@ -120,7 +120,8 @@ def test_after_a_session_nothing_of_the_harness_is_left(harness_runner, pair_dat
     assert run.outcomes[parent].status == "verify_source_mismatch", run.output
     assert run.outcomes[child].status == "success"
     assert list(work.iterdir()) == []                                   # contexts removed
-    assert not docker_client.containers.list(all=True, filters={"label": "commit-image-harness.session"})
+    for sha in (parent, child):
+        assert not docker_client.containers.list(all=True, filters={"label": f"commit-image-harness.commit={sha}"})
     with pytest.raises(docker.errors.ImageNotFound):                   # the failed image is removed
         docker_client.images.get(harness_runner.ref(parent))
     docker_client.images.get(harness_runner.ref(child))

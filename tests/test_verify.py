@@ -1,62 +1,225 @@
-"""Verification: the checks as pure comparisons, and the probe in a real container."""
-import io
+"""Verification's checks as pure comparisons of facts (the real images are in test_verify_images.py)."""
+import dataclasses
+import json
 import subprocess
-import tarfile
-import uuid
 
 import pytest
 
-from helpers.errors import VerificationFailed
-from helpers.pipeline import require_all
-from helpers.profiles import SGLANG
-from helpers.verify import Expected, Facts, blob_hash, collect_facts, evaluate, expected_tree
+from helpers.probe import MARK
+from helpers.profiles import SGLANG, VLLM
+from helpers.verify import (
+    Expected,
+    Facts,
+    FileFacts,
+    blob_hash,
+    evaluate,
+    expected_tree,
+    read_probe_output,
+    record_hash,
+)
 
 SHA = "a" * 40
 SRC = "/sgl-workspace/sglang/python"
+PKG = f"{SRC}/sglang"
+SITE = "/usr/local/lib/python3.11/dist-packages"
+DIST = f"{SITE}/sglang-0.0.1.dist-info"
 TREE = {"__init__.py": blob_hash(b"x = 1\n"), "srt/a.py": blob_hash(b"A\n")}
-GOOD = {"proof": SHA + "\n", "direct_url": {"url": f"file://{SRC}", "dir_info": {"editable": True}},
-        "source_dir": SRC, "module_file": f"{SRC}/sglang/__init__.py", "hashes": dict(TREE),
-        "package_dir": f"{SRC}/sglang"}
 WANT = Expected(SHA, SGLANG, TREE)
 
 
-def results(labels=None, **probe):
-    facts = Facts({"org.opencontainers.image.revision": SHA} if labels is None else labels, {**GOOD, **probe})
-    return {r.category: r for r in evaluate(facts, WANT)}
+def text(value: str) -> FileFacts:
+    return FileFacts(blob_hash(value.encode()), record_hash(value.encode()), value)
+
+
+def files_of(tree: dict[str, str]) -> dict[str, FileFacts]:
+    return {p: FileFacts(h, "") for p, h in tree.items()}
+
+
+def module(origin: str, **extra) -> dict:
+    return {"origin": origin, "loader": "importlib.machinery.SourceFileLoader", "source_loader": True,
+            "extension": False, "foreign": [], **extra}
+
+
+def good() -> Facts:
+    probe = {"modules": {"sglang": module(f"{PKG}/__init__.py")}, "copies": [PKG], "pycs": {},
+             "listing": {SITE: {"__editable__.sglang-0.0.1.pth": "file"}}, "dist_info": DIST}
+    files = {"/opt/sglang_commit.txt": text(SHA + "\n"),
+             f"{DIST}/direct_url.json": text(json.dumps({"url": f"file://{SRC}", "dir_info": {"editable": True}})),
+             f"{SITE}/__editable__.sglang-0.0.1.pth": text(SRC + "\n")}
+    return Facts({"org.opencontainers.image.revision": SHA}, probe, {}, files, {PKG: files_of(TREE)})
+
+
+def changed(facts: Facts, probe: dict | None = None, files: dict | None = None, copies: dict | None = None,
+            **fields) -> Facts:
+    return dataclasses.replace(facts, probe={**facts.probe, **(probe or {})}, files={**facts.files, **(files or {})},
+                               copies={**facts.copies, **(copies or {})}, **fields)
+
+
+def outcome(facts: Facts, want: Expected = WANT):
+    checks = evaluate(facts, want)
+    failed = checks.first_failure()
+    return ("success" if failed is None else failed.category), checks
 
 
 def test_a_good_image_passes_every_check():
-    assert all(r.passed for r in results().values())
+    category, checks = outcome(good())
+    assert category == "success", checks
+    assert "PEP 660/610 editable (.pth path)" in checks.editable_install.found
 
 
-@pytest.mark.parametrize("labels, probe, failing, found", [
-    ({}, {}, "verify_label", "(none)"),
-    ({"org.opencontainers.image.revision": "b" * 40}, {}, "verify_label", "b" * 40),
-    (None, {"proof": "b" * 40}, "verify_proof_file", "b" * 40),
-    (None, {"proof": None, "proof_error": "FileNotFoundError: x"}, "verify_proof_file", "FileNotFoundError"),
-    (None, {"direct_url": None}, "verify_editable_install", "no PEP 610"),
-    (None, {"direct_url": {"url": f"file://{SRC}", "dir_info": {}}}, "verify_editable_install", "editable=False"),
-    (None, {"module_file": "/usr/lib/python3/site-packages/sglang/__init__.py"}, "verify_editable_install",
-     "site-packages"),
-    (None, {"source_dir": "/elsewhere", "module_file": "/elsewhere/sglang/__init__.py"},
-     "verify_editable_install", "sglang from /elsewhere"),
-    (None, {"import_error": "ModuleNotFoundError: No module named 'torch'"}, "verify_import", "torch"),
-    (None, {"hashes": {"__init__.py": TREE["__init__.py"], "srt/a.py": blob_hash(b"B\n")}},
-     "verify_source_mismatch", "differ (1): srt/a.py"),
-    (None, {"hashes": {"__init__.py": TREE["__init__.py"]}}, "verify_source_mismatch", "missing (1): srt/a.py"),
-    (None, {"hashes": {**TREE, "srt/injected.py": "0" * 40}}, "verify_source_mismatch",
-     "not in the commit (1): srt/injected.py"),
-    (None, {"hashes": None}, "verify_source_mismatch", "no package directory"),
+EGG = f"{SITE}/sglang.egg-link"
+CASES = {
+    "no label": (lambda f: changed(f, labels={}), "verify_label", "(none)"),
+    "another commit's label": (lambda f: changed(f, labels={"org.opencontainers.image.revision": "b" * 40}),
+                               "verify_label", "b" * 40),
+    "another proof": (lambda f: changed(f, files={"/opt/sglang_commit.txt": text("b" * 40)}),
+                      "verify_proof_file", "b" * 40),
+    "no proof file": (lambda f: changed(f, files={"/opt/sglang_commit.txt": None}), "verify_proof_file",
+                      "not in the image"),
+    "a file differs": (lambda f: changed(f, copies={PKG: files_of({**TREE, "srt/a.py": blob_hash(b"B\n")})}),
+                       "verify_source_mismatch", "differ (1): srt/a.py"),
+    "a file is missing": (lambda f: changed(f, copies={PKG: files_of({"__init__.py": TREE["__init__.py"]})}),
+                          "verify_source_mismatch", "missing (1): srt/a.py"),
+    "an extra module": (lambda f: changed(f, copies={PKG: files_of({**TREE, "srt/injected.py": "0" * 40})}),
+                        "verify_source_mismatch", "not in the commit (1): srt/injected.py"),
+    "an extension module shadows a source module": (
+        lambda f: changed(f, copies={PKG: files_of({**TREE, "srt/a.cpython-311-x86_64-linux-gnu.so": "1" * 40})}),
+        "verify_source_mismatch", "loaded instead of source (1): srt/a.cpython-311-x86_64-linux-gnu.so"),
+    "a sourceless module": (lambda f: changed(f, copies={PKG: files_of({**TREE, "srt/b.pyc": "1" * 40})}),
+                            "verify_source_mismatch", "srt/b.pyc"),
+    "bytecode that is not its source's": (
+        lambda f: changed(f, probe={"pycs": {PKG: {"srt/__pycache__/a.cpython-311.pyc": "bytecode that is not its "
+                                                   "source's (unchecked hash)"}}}),
+        "verify_source_mismatch", "unchecked hash"),
+    "a second copy on the import path differs": (
+        lambda f: changed(f, probe={"copies": [PKG, "/opt/evil/sglang"]},
+                          copies={"/opt/evil/sglang": files_of({**TREE, "srt/a.py": "2" * 40})}),
+        "verify_source_mismatch", "/opt/evil/sglang: differ (1)"),
+    "loaded from a directory no import path leads to": (
+        lambda f: changed(f, probe={"modules": {"sglang": module("/opt/evil/sglang/__init__.py")}}),
+        "verify_source_mismatch", "which no import path leads to"),
+    "a submodule loaded from elsewhere": (
+        lambda f: changed(f, probe={"modules": {"sglang": module(f"{PKG}/__init__.py"),
+                                                "sglang.srt.a": module("/tmp/a.py")}}),
+        "verify_source_mismatch", "sglang.srt.a was loaded from /tmp/a.py"),
+    "a loader that is not a source loader": (
+        lambda f: changed(f, probe={"modules": {"sglang": module(f"{PKG}/__init__.py", source_loader=False,
+                                                                 loader="evil.Loader")}}),
+        "verify_source_mismatch", "loaded by evil.Loader"),
+    "a function patched after load": (
+        lambda f: changed(f, probe={"modules": {"sglang": module(f"{PKG}/__init__.py",
+                                                                 foreign=["version (code from <string>)"])}}),
+        "verify_source_mismatch", "sglang.version (code from <string>) is not the code"),
+    "a start-up hook imported the package": (
+        lambda f: changed(f, probe={"preloaded": ["sglang"]}), "verify_source_mismatch",
+        "start-up code imported sglang"),
+    "a start-up hook replaced the import system": (
+        lambda f: changed(f, probe={"startup_changes": ["builtins.__import__ was replaced"]}),
+        "verify_source_mismatch", "builtins.__import__ was replaced"),
+    "a .pth line names the package": (
+        lambda f: changed(f, probe={"listing": {SITE: {"zz.pth": "file"}}},
+                          files={f"{SITE}/zz.pth": text("import sglang; sglang.x = 1\n")}),
+        "verify_source_mismatch", "zz.pth names sglang"),
+    "forged facts line": (lambda f: changed(f, tampering="the image printed 1 facts line(s) of its own"),
+                          "verify_source_mismatch", "of its own"),
+    "import fails": (lambda f: changed(f, probe={"import_errors": {"sglang": "ModuleNotFoundError: torch"}}),
+                     "verify_import", "torch"),
+    "installed, not editable": (
+        lambda f: changed(f, files={f"{DIST}/direct_url.json": text('{"url": "file:///x.whl", "archive_info": {}}')},
+                          probe={"listing": {}}),
+        "verify_editable_install", "not editable (installed from file:///x.whl)"),
+    "editable, but the import loads another copy": (
+        lambda f: changed(f, probe={"copies": [PKG, f"{SITE}/sglang"],
+                                    "modules": {"sglang": module(f"{SITE}/sglang/__init__.py")}},
+                          copies={f"{SITE}/sglang": files_of(TREE)}),
+        "verify_editable_install", f"loaded from {SITE}/sglang (expected {PKG})"),
+    "editable install of another directory": (
+        lambda f: changed(f, files={f"{DIST}/direct_url.json": text(json.dumps(
+            {"url": "file:///elsewhere", "dir_info": {"editable": True}}))}),
+        "verify_editable_install", "not the source's python/"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_way_of_lying_fails_alone_with_its_category_and_says_what_it_found(name):
+    mutate, category, found = CASES[name]
+    got, checks = outcome(mutate(good()))
+    assert got == category, checks
+    failing = [c for c in checks if not c.passed]
+    assert found in failing[0].found
+
+
+def test_a_legacy_setup_py_develop_install_is_editable():
+    facts = changed(good(), probe={"listing": {SITE: {"sglang.egg-link": "file", "easy-install.pth": "file"}},
+                                   "dist_info": f"{SRC}/sglang.egg-info"},
+                    files={EGG: text(SRC + "\n.\n"), f"{SITE}/easy-install.pth": text(SRC + "\n")})
+    category, checks = outcome(facts)
+    assert category == "success", checks
+    assert checks.editable_install.found.startswith("setup.py develop (egg-link) of " + SRC)
+
+
+def test_a_pep_660_finder_is_named_as_such():
+    facts = changed(good(), probe={"listing": {SITE: {"__editable__.sglang-0.0.1.pth": "file",
+                                                      "__editable___sglang_0_0_1_finder.py": "file"}}},
+                    files={f"{SITE}/__editable__.sglang-0.0.1.pth": text(
+                        "import __editable___sglang_0_0_1_finder; __editable___sglang_0_0_1_finder.install()\n")})
+    category, checks = outcome(facts)
+    assert category == "success", checks
+    assert "PEP 660 editable (import finder)" in checks.editable_install.found
+
+
+def test_every_start_up_hook_is_listed_even_when_harmless():
+    facts = changed(good(), env={"PYTHONPATH": "/opt/x"},
+                    probe={"listing": {SITE: {"distutils-precedence.pth": "file"},
+                                       "/usr/lib/python3.11": {"sitecustomize.py": "file"}}})
+    category, checks = outcome(facts)
+    assert category == "success", checks                 # listed, and none of them reaches for the package
+    assert "PYTHONPATH=/opt/x" in checks.source_tree.found
+    assert f"{SITE}/distutils-precedence.pth" in checks.source_tree.found
+    assert "/usr/lib/python3.11/sitecustomize.py" in checks.source_tree.found
+
+
+def wheel_facts(record_rows: list[str], installed: dict[str, bytes]) -> tuple[Facts, Expected]:
+    site_pkg = f"{SITE}/vllm"
+    dist = f"{SITE}/vllm-0.1.0.dist-info"
+    tree = {"__init__.py": blob_hash(b"x\n"), "engine.py": blob_hash(b"E\n"), "py.typed": blob_hash(b"")}
+    probe = {"modules": {"vllm": module(f"{site_pkg}/__init__.py")}, "copies": [site_pkg], "pycs": {},
+             "listing": {}, "dist_info": dist}
+    files = {"/opt/vllm_commit.txt": text(SHA), f"{dist}/RECORD": text("\n".join(record_rows)),
+             f"{dist}/METADATA": text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.1.1.dev1+gaaaaaaa\n")}
+    copies = {site_pkg: {p: FileFacts(blob_hash(b), record_hash(b)) for p, b in installed.items()}}
+    facts = Facts({"org.opencontainers.image.revision": SHA}, probe, {}, files, copies)
+    return facts, Expected(SHA, VLLM, tree, version="0.1.1.dev1+gaaaaaaa")
+
+
+def test_a_wheel_copy_is_checked_against_the_commit_and_its_record():
+    installed = {"__init__.py": b"x\n", "engine.py": b"E\n", "_version.py": b"v\n", "_C.abi3.so": b"\x7fELF"}
+    rows = [f"vllm/{p},{record_hash(b)},{len(b)}" for p, b in installed.items()]
+    assert outcome(*wheel_facts(rows, installed))[0] == "success"
+    edited = {**installed, "engine.py": b"E2\n"}
+    assert "differ from RECORD (1): engine.py" in outcome(*wheel_facts(rows, edited))[1].source_tree.found
+    extra = {**installed, "extra.py": b"import os\n"}
+    found = outcome(*wheel_facts(rows, extra))[1].source_tree.found
+    assert "not in the commit (1): extra.py" in found and "not in RECORD (1): extra.py" in found
+
+
+def test_the_installed_version_must_be_the_commits():
+    installed = {"__init__.py": b"x\n", "engine.py": b"E\n"}
+    facts, want = wheel_facts([f"vllm/{p},{record_hash(b)},{len(b)}" for p, b in installed.items()], installed)
+    category, checks = outcome(facts, dataclasses.replace(want, version="0.1.0.post1+gaaaaaaa"))
+    assert category == "verify_version"
+    assert checks.version.actual == "0.1.1.dev1+gaaaaaaa" and checks.version.expected == "0.1.0.post1+gaaaaaaa"
+
+
+@pytest.mark.parametrize("output, tampered", [
+    (f"{MARK}NONCE {{}}\n", ""),
+    (f"{MARK}NONCE {{}}\n{MARK}{{\"fake\": 1}}\n", "1 facts line(s) of its own"),
+    (f"{MARK}{{\"fake\": 1}}\n{MARK}NONCE {{}}\n", "1 facts line(s) of its own"),
+    (f"{MARK}OTHER {{}}\n", "1 facts line(s) of its own"),
 ])
-def test_each_check_fails_alone_and_names_what_it_found(labels, probe, failing, found):
-    checked = results(labels, **probe)
-    assert [c for c, r in checked.items() if not r.passed] == [failing]
-    assert found in checked[failing].found
-
-
-def test_files_that_are_not_python_and_not_in_the_commit_are_tolerated():
-    assert results(hashes={**TREE, "srt/kernel.so": "1" * 40, "data/x.json": "2" * 40})[
-        "verify_source_mismatch"].passed
+def test_only_the_nonce_tagged_facts_line_counts(output, tampered):
+    probe, tampering = read_probe_output(output, "NONCE", 0, "")
+    assert (tampered in tampering) if tampered else (tampering == "" and probe == {})
 
 
 def test_patched_files_are_compared_with_their_patched_content():
@@ -65,43 +228,7 @@ def test_patched_files_are_compared_with_their_patched_content():
     assert tree == {"a.py": blob_hash(b"patched\n")}
 
 
-def test_first_failing_check_names_the_category_and_every_check_is_listed():
-    checked = list(results({}, proof="x").values())
-    with pytest.raises(VerificationFailed) as failure:
-        require_all(checked)
-    assert failure.value.category == "verify_label"
-    assert failure.value.describe().count("\n") >= 5 and "FAIL verify_proof_file" in failure.value.describe()
-
-
 @pytest.mark.parametrize("data", [b"", b"hello\n", bytes(range(256)) * 10])
 def test_blob_hash_matches_git(data):
     done = subprocess.run(["git", "hash-object", "--stdin"], input=data, capture_output=True, check=True)
     assert blob_hash(data) == done.stdout.decode().strip()
-
-
-@pytest.mark.docker
-def test_probe_reports_the_facts_of_a_real_image_in_one_run(docker_client, base_image):
-    """An editable install in a real container, probed with an ENTRYPOINT that must be bypassed."""
-    dockerfile = (f"FROM {base_image}\nCOPY src /s\n"
-                  "RUN python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e /s/python "
-                  f"&& echo {SHA} > /opt/sglang_commit.txt\nWORKDIR /s\nENTRYPOINT [\"false\"]\n")
-    files = {"Dockerfile": dockerfile, "src/python/pyproject.toml": "[project]\nname='sglang'\nversion='1'\n",
-             "src/python/sglang/__init__.py": "x = 1\n", "src/python/sglang/srt/a.py": "A\n"}
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, text in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(text.encode())
-            tar.addfile(info, io.BytesIO(text.encode()))
-    ref = f"probe-test:{uuid.uuid4().hex[:8]}"
-    context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True,
-                               labels={"org.opencontainers.image.revision": SHA})
-    try:
-        facts = collect_facts(docker_client, ref, SGLANG, timeout=120, labels={"t": "1"})
-        checked = {r.category: r for r in evaluate(facts, WANT)}
-        assert all(r.passed for r in checked.values()), checked
-        assert facts.probe["source_dir"] == "/s/python"
-        assert not docker_client.containers.list(all=True, filters={"label": "t=1"})
-    finally:
-        docker_client.images.remove(ref, force=True)
