@@ -216,3 +216,63 @@ def test_progress_lines_and_the_final_table(harness_runner, mini_repo):
     assert re.search(rf"passed +- +parent +{parent}", table)
     summary = (harness_runner.workdir / "reports" / "summary.md").read_text()
     assert "| success | 2 |" in summary and f"`{child[:12]}` | human |" in summary
+
+
+def served_digest(runner, sha: str) -> str | None:
+    answer = requests.head(f"http://{runner.registry}/v2/test/{runner.image_name}/manifests/{sha}",
+                           headers={"Accept": MANIFEST_TYPES}, timeout=10)
+    return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
+
+
+TAMPERING = "RUN rm /sgl-workspace/sglang/python/sglang/srt/scheduler.py\n"
+
+
+def test_an_image_that_fails_verification_is_never_pushed_and_is_rebuilt_next_time(harness_runner, mini_repo):
+    from tests.minirepo import dockerfile
+    parent, child = mini_repo.commits
+    tampered = {sha: json.dumps({"commit_hash": sha, "dockerfile_content": dockerfile() + TAMPERING})
+                for sha in (parent, child)}
+    harness_runner.write_dataset(tampered[parent], json.dumps({"commit_hash": child}))
+    first = harness_runner.run(mini_repo.path)
+    assert {sha: o.status for sha, o in first.outcomes.items()} == {parent: "verify_source_mismatch",
+                                                                    child: "success"}, first.output
+    assert served_digest(harness_runner, parent) is None              # the failed image went nowhere
+    assert "push_attempts" not in first.outcomes[parent].properties
+    good = served_digest(harness_runner, child)
+    assert good == first.outcomes[child].properties["digest"]
+    # a rebuild of the child that fails verification leaves the registry's image for its tag alone
+    harness_runner.write_dataset(tampered[child])
+    rebuilt = harness_runner.run(mini_repo.path)
+    assert rebuilt.outcomes[child].status == "verify_source_mismatch"
+    assert served_digest(harness_runner, child) == good
+    # --skip-pushed means verified and published: the parent, never pushed, is built now
+    harness_runner.write_dataset(record(child, parent))
+    again = harness_runner.run(mini_repo.path, "--skip-pushed")
+    assert {sha: o.status for sha, o in again.outcomes.items()} == {parent: "success", child: "skipped"}
+    assert served_digest(harness_runner, parent) == again.outcomes[parent].properties["digest"]
+    assert again.statuses == {parent: "success", child: "verify_source_mismatch"}     # its last build's verdict
+
+
+def test_verify_only_verifies_what_the_registry_serves_not_the_local_image(harness_runner, pair_dataset, mini_repo,
+                                                                          docker_client):
+    parent, child = pair_dataset
+    built = harness_runner.run(mini_repo.path)
+    assert built.returncode == 0, built.output
+    genuine = harness_runner.ref(child)
+    docker_client.images.get(genuine).tag(f"{genuine}-genuine")
+    forge(docker_client, harness_runner.ref(parent), genuine, child)           # the parent's code, dressed up
+    repository = genuine.rsplit(":", 1)[0]
+    for line in docker_client.images.push(repository, tag=child, stream=True, decode=True):
+        assert "error" not in line, line
+    forged_digest = served_digest(harness_runner, child)
+    docker_client.images.get(f"{genuine}-genuine").tag(genuine)                # locally: the genuine image
+    run = harness_runner.run(mini_repo.path, "--verify-only", "-k", child)
+    outcome = run.outcomes[child]
+    assert outcome.status == "verify_source_mismatch", run.output
+    assert outcome.properties["digest"] == forged_digest
+    assert outcome.properties["verified"] == f"{repository}@{forged_digest}"
+    assert run.statuses[child] == "verify_source_mismatch"
+    # the local genuine image still passes when asked for explicitly
+    local = harness_runner.run(mini_repo.path, "--verify-only", "--no-push", "-k", child)
+    assert local.outcomes[child].status == "success", local.output
+    docker_client.images.remove(f"{genuine}-genuine", force=True)
