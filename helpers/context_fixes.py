@@ -187,17 +187,3 @@ def describe_change(old: str, new: str) -> str:
     before = [line.strip() for line in old.splitlines() if line.strip() and line not in new.splitlines()]
     after = [line.strip() for line in new.splitlines() if line.strip() and line not in old.splitlines()]
     return f"{'; '.join(before) or '-'} -> {'; '.join(after) or '(removed)'}"
-
-
-def scm_version(describe: str | None, sha: str) -> str:
-    """A PEP 440 version that differs per commit: from `git describe --tags --long`, else 0.0.0+g<sha>."""
-    match = re.fullmatch(r"v?(.+)-(\d+)-g[0-9a-f]+", (describe or "").strip())
-    if match:
-        try:
-            tag = Version(match.group(1))
-            distance = int(match.group(2))
-            version = str(tag) if distance == 0 else f"{tag.public}.post{distance}+g{sha[:12]}"
-            return str(Version(version))
-        except InvalidVersion:
-            pass
-    return f"0.0.0+g{sha[:12]}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ import requests
 
 from helpers import build, publish, render, source, verify
 from helpers.config import HarnessConfig
-from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes, scm_version
+from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec
 from helpers.errors import HarnessError, ImageNotFound, InfraError
+from helpers.render.scm_version import project_version
 
 Record = Callable[[str, object], None]
 HARNESS_LABEL = "commit-image-harness.session"
@@ -223,8 +225,7 @@ class Harness:
         options = render.RenderOptions(
             profile=self.config.profile, sha=image.sha, base_images=self.config.base_images,
             repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
-            scm_version=scm_version(self.mirror.describe(image.sha), image.sha)
-            if "scm_version" in self.config.fixes else None,
+            scm_version=self.scm_version(image.sha),
             freeze_until=self.mirror.end_of_commit_day(image.sha) if self.config.freeze_deps else None,
             project_files=source.project_files(ctx.context, self.config.profile.source_subdir),
             dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache)
@@ -253,6 +254,13 @@ class Harness:
             raise
         image.build_seconds = round(result.seconds, 2)
         record("build_seconds", image.build_seconds)
+
+    def scm_version(self, sha: str) -> str | None:
+        """The version the project's setuptools-scm gives the commit, when the scm_version fix is on."""
+        if "scm_version" not in self.config.fixes:
+            return None
+        pyproject = self.mirror.read_file(sha, posixpath.join(self.config.profile.source_subdir, "pyproject.toml"))
+        return project_version(pyproject, sha, self.mirror)
 
     def dockerfile_text(self, spec: CommitSpec, sha: str) -> tuple[str, str]:
         if spec.dockerfile.content is not None:
@@ -301,7 +309,8 @@ class Harness:
         """Files read from outside the image, one probe run inside, then every check; nothing raised yet."""
         tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
         want = verify.Expected(image.sha, self.config.profile,
-                               verify.expected_tree(self.config.profile, tree, image.patched))
+                               verify.expected_tree(self.config.profile, tree, image.patched),
+                               version=self.scm_version(image.sha))
         try:
             facts = verify.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
                                          self.config.verify_timeout,

@@ -135,11 +135,20 @@ class Mirror:
             raise CommitNotFound(f"short SHA {sha} is ambiguous in {redact_url(self.url)}; give more digits")
         return None
 
-    def describe(self, sha: str) -> str | None:
-        """`git describe --tags --long` of the commit, None when no tag reaches it."""
-        done = subprocess.run(["git", "--git-dir", str(self.path), "describe", "--tags", "--long", "--abbrev=12",
-                               sha], capture_output=True, text=True, timeout=120)
+    def scm_describe(self, sha: str, args: tuple[str, ...]) -> str | None:
+        """`git describe` of the commit with setuptools-scm's arguments, None when no tag reaches it."""
+        try:
+            done = subprocess.run(["git", "--git-dir", str(self.path), *args, "--end-of-options", sha],
+                                  capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired as e:
+            raise InfraError(f"git describe of {sha} took over {self.timeout:.0f}s") from e
         return done.stdout.strip() if done.returncode == 0 else None
+
+    def commit_count(self, sha: str) -> int:
+        return int(self._run(["rev-list", "--count", sha]).strip())
+
+    def commit_date(self, sha: str) -> str:
+        return self._run(["show", "-s", "--format=%cI", sha]).strip()
 
     def end_of_commit_day(self, sha: str) -> str:
         """The end of the commit's committer day in UTC: parent and child of one day share it."""

@@ -1,4 +1,4 @@
-"""Fixes of the context's dependency files, and the per-commit setuptools-scm version."""
+"""Fixes of the context's dependency files."""
 import pytest
 from packaging.specifiers import SpecifierSet
 
@@ -9,7 +9,6 @@ from helpers.context_fixes import (
     fix_requirement,
     fix_requirements_text,
     is_requirements_file,
-    scm_version,
 )
 
 BOTH = {"drop_sparse_deps", "pin_outlines"}
@@ -91,14 +90,3 @@ def test_apply_context_fixes_patches_files_and_records_every_change(tmp_path):
         "drop_sparse_deps: requirements-common.txt: sparsezoo -> (removed)",
         "pin_outlines: requirements-common.txt: outlines==0.0.46 -> outlines<0.0.43"]
     assert apply_context_fixes(tmp_path, set()) == ({}, [])
-
-
-@pytest.mark.parametrize("describe, expected", [
-    ("v0.4.0-0-gabcdefabcdef", "0.4.0"),
-    ("v0.4.0-12-gabcdefabcdef", "0.4.0.post12+gaaaaaaaaaaaa"),
-    ("0.5.0rc1-3-gabcdefabcdef", "0.5.0rc1.post3+gaaaaaaaaaaaa"),
-    ("nightly-3-gabcdefabcdef", "0.0.0+gaaaaaaaaaaaa"),
-    (None, "0.0.0+gaaaaaaaaaaaa"),
-])
-def test_scm_version_differs_per_commit(describe, expected):
-    assert scm_version(describe, "a" * 40) == expected

@@ -3,12 +3,16 @@ setuptools-scm, checks the wheel size and installs the built wheel; the harness'
 build from a `git archive` context, and verification compares the installed package files."""
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import tarfile
 
 import pytest
 
 from tests.conftest import BASE_IMAGE
-from tests.minirepo import make_vllm_repo
+from tests.minirepo import git, make_vllm_repo
+from tests.test_scm_version import checkout_version
 
 pytestmark = pytest.mark.docker
 
@@ -48,7 +52,11 @@ def test_vllm_pair_builds_and_verifies_with_the_fixes_recorded(harness_runner, v
                      "e.BLOCK_SIZE, open('/opt/vllm_commit.txt').read().strip()]))"])
         installed[sha] = json.loads(out.decode())
     assert installed[parent] == ["0.1.0", ["outlines<0.0.43"], 16, parent]
-    assert installed[child] == [f"0.1.0.post1+g{child[:12]}", ["outlines<0.0.43"], 32, child]
+    git(vllm_repo.path, "checkout", "-q", child)              # what the project's own setuptools-scm says
+    assert installed[child] == [checkout_version(vllm_repo.path), ["outlines<0.0.43"], 32, child]
+    assert installed[child][0].startswith("0.1.1.dev1+g")
+    assert outcomes[child].properties["check.verify_version"] == \
+        f"ok   verify_version: vllm {installed[child][0]}, the commit's is {installed[child][0]}"
 
 
 def test_without_the_git_mount_fix_the_build_fails_as_build_failed(harness_runner, vllm_repo):
@@ -78,3 +86,56 @@ def test_prepare_only_writes_rendered_dockerfile_diff_and_fixes_without_building
     assert "pin_outlines: requirements-common.txt: outlines == 0.0.46 -> outlines<0.0.43" in files["fixes.txt"]
     assert not docker_client.images.list(name=f"{harness_runner.registry}/test/{harness_runner.image_name}")
     assert not (harness_runner.workdir / "status").exists()
+
+
+SITE = "/usr/local/lib/python3.11/dist-packages"
+
+
+def source_tree(repo, sha: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo.path), "archive", "--format=tar", sha], capture_output=True,
+                          check=True).stdout
+
+
+def forged(client, base: str, target: str, lines: str, tree: bytes | None = None) -> None:
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        entries = {"Dockerfile": f"FROM {base}\n{lines}".encode(), **({"src.tar": tree} if tree else {})}
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=target, rm=True, forcerm=True)
+
+
+def test_wheel_images_check_every_installed_copy_and_the_version(harness_runner, vllm_repo, docker_client):
+    parent, child = vllm_repo.commits
+    harness_runner.dataset = harness_runner.workdir / "commits.txt"
+    harness_runner.write_dataset(parent, child)
+    built = harness_runner.run(vllm_repo.path, *vllm_args(), "--no-push")
+    assert built.returncode == 0, built.output
+    genuine = {sha: harness_runner.ref(sha) + "-genuine" for sha in (parent, child)}
+    for sha, ref in genuine.items():
+        docker_client.images.get(harness_runner.ref(sha)).tag(ref)
+    relabel = f"LABEL org.opencontainers.image.revision={child}\nRUN echo {child} > /opt/vllm_commit.txt\n"
+    cases = {
+        # single stage: the child's source tree in the WORKDIR, the parent's wheel installed
+        "the parent's wheel under the child's source tree": (
+            genuine[parent], relabel + "ADD src.tar /vllm-workspace/\n", source_tree(vllm_repo, child)),
+        "an edited installed __init__.py": (genuine[child], f"RUN echo 'X = 1' >> {SITE}/vllm/__init__.py\n", None),
+        "an extra installed module": (genuine[child], f"RUN echo 'import os' > {SITE}/vllm/extra.py\n", None),
+        "another version in the metadata": (
+            genuine[child], f"RUN sed -i 's/^Version: .*/Version: 0.1.0.post1/' {SITE}/vllm-*.dist-info/METADATA\n",
+            None),
+    }
+    found = {}
+    for name, (base, lines, tree) in cases.items():
+        forged(docker_client, base, harness_runner.ref(child), lines, tree)
+        run = harness_runner.run(vllm_repo.path, *vllm_args(), "--verify-only", "--no-push", "-k", child)
+        found[name] = run.outcomes[child].status
+    assert found == {"the parent's wheel under the child's source tree": "verify_source_mismatch",
+                     "an edited installed __init__.py": "verify_source_mismatch",
+                     "an extra installed module": "verify_source_mismatch",
+                     "another version in the metadata": "verify_version"}
+    for ref in genuine.values():
+        docker_client.images.remove(ref, force=True)
