@@ -71,3 +71,44 @@ def test_freeze_date_is_declared_before_the_first_install_of_each_stage_only():
     assert declare_freeze(text) == (
         "FROM base\nRUN apt-get update\nARG PIP_UPLOADED_PRIOR_TO\nARG UV_EXCLUDE_NEWER\nRUN pip install torch\n"
         "RUN pip install x\nFROM other\nARG PIP_UPLOADED_PRIOR_TO\nARG UV_EXCLUDE_NEWER\nRUN uv pip sync r\n")
+
+
+OLD_RECIPE = """\
+FROM base
+ARG SGLANG_COMMIT
+LABEL org.opencontainers.image.revision=$SGLANG_COMMIT maintainer=me
+ENV SGLANG_COMMIT=${SGLANG_COMMIT} FOO=bar
+RUN echo $SGLANG_COMMIT > /opt/sglang_commit.txt
+RUN apt-get update && echo "$SGLANG_COMMIT" | tee /opt/sglang_commit.txt && echo done
+RUN pip install -r requirements.txt
+COPY . /sgl-workspace/sglang
+CMD ["python3"]
+"""
+
+
+def test_the_old_recipes_early_identity_is_undone_so_the_commit_enters_only_after_the_source():
+    from helpers.render import RenderOptions, render
+    rendered = render(OLD_RECIPE, RenderOptions(SGLANG, sha="a" * 40, package_cache=False))
+    lines = rendered.text.splitlines()
+    first_use = next(i for i, line in enumerate(lines) if "SGLANG_COMMIT" in line)
+    source = lines.index("COPY . /sgl-workspace/sglang")
+    assert first_use > source, rendered.text                       # nothing before the source knows the commit
+    assert "LABEL maintainer=me" in lines and "ENV FOO=bar" in lines
+    assert "RUN apt-get update && true && echo done" in lines
+    assert lines[-1] == "ENV SGLANG_COMMIT=${SGLANG_COMMIT}"
+    assert sum("removed the early write of /opt/sglang_commit.txt" in n for n in rendered.notes) == 2
+
+
+@pytest.mark.parametrize("run, writes", [
+    ("RUN echo $SGLANG_COMMIT > /opt/sglang_commit.txt", True),
+    ("RUN printf %s $SGLANG_COMMIT >/opt/sglang_commit.txt", True),
+    ("RUN echo $SGLANG_COMMIT 1>> '/opt/sglang_commit.txt'", True),
+    ("RUN echo x | tee -a /opt/sglang_commit.txt", True),
+    ("RUN cat /opt/sglang_commit.txt", False),
+    ("RUN echo $SGLANG_COMMIT > /opt/other.txt", False),
+])
+def test_what_counts_as_an_early_write_of_the_proof_file(run, writes):
+    from helpers.render.identity import undo_early_identity
+    text, notes = undo_early_identity(f"FROM base\n{run}\n", SGLANG)
+    assert bool(notes) == writes
+    assert (run not in text) == writes

@@ -116,9 +116,9 @@ def test_other_pip_commands_are_left_alone(run):
     ("RUN curl -L https://github.com/sgl-project/sglang/archive/refs/heads/main.tar.gz | tar xz",
      "downloads the project's code"),
     ("RUN wget -q https://codeload.github.com/sgl-project/sglang/tar.gz/main", "downloads the project's code"),
-    ('RUN ["git", "clone", "https://github.com/sgl-project/sglang.git"]', "exec-form RUN fetches the project"),
-    ("ADD https://github.com/sgl-project/sglang.git#main /src", "exec-form ADD fetches the project"),
-    ('RUN ["pip", "install", "sglang[all]"]', "installs the project from an index"),
+    ('RUN ["sh", "-c", "curl -L https://github.com/sgl-project/sglang/archive/main.tar.gz | tar xz"]',
+     "exec-form RUN fetches the project"),
+    ("ADD https://github.com/sgl-project/sglang/archive/main.tar.gz /src", "downloads the project's archive"),
     ("COPY <<EOF /x\nno end", "BuildKit's parser rejects"),
 ])
 def test_what_cannot_be_pinned_is_refused(text, message):
@@ -158,3 +158,24 @@ def test_user_repo_url_is_recognised_too():
     from helpers.render.pin import pin_source_report as report
     pinned, _ = report(text, SGLANG, ("https://git.example.com/me/fork",))
     assert f"mkdir -p fork && {COPY} fork" in pinned
+
+
+@pytest.mark.parametrize("line, destination", [
+    ("ADD https://github.com/sgl-project/sglang.git#v0.4.0 sglang", "sglang"),
+    ("ADD --keep-git-dir=true git@github.com:sgl-project/sglang.git /sgl-workspace/sglang", "/sgl-workspace/sglang"),
+    ('RUN ["git", "clone", "--depth=1", "https://github.com/sgl-project/sglang.git"]', "sglang"),
+    ('RUN ["git", "clone", "-b", "main", "https://github.com/sgl-project/sglang", "src"]', "src"),
+])
+def test_buildkit_git_add_and_exec_form_clones_are_pinned(line, destination):
+    """Both used to be refused as unpinnable; the context's copy takes their place at the same path."""
+    from helpers.render.pin import SOURCE_MOUNT
+    text = pin_source(f"FROM base\nWORKDIR /sgl-workspace\n{line}\nRUN cd {destination} && git checkout main\n",
+                      SGLANG)
+    assert f"cp -a {SOURCE_MOUNT}/. {destination}" in text
+    assert "github.com" not in text
+    assert f"RUN cd {destination} && true" in text
+
+
+def test_an_exec_form_pip_install_of_the_project_is_pinned_editable():
+    text = pin_source('FROM base\nRUN ["pip", "install", "sglang[all]"]\n', SGLANG)
+    assert 'pip install -e "/sgl-workspace/sglang/python[all]"' in text

@@ -1,7 +1,8 @@
 """Render: the Dockerfile rewrites, each a pure `str -> str` function, applied in order.
 
     fixes (syntax, .git mounts, wheel size check) -> pin_source -> dependency layer
-        -> declare_identity -> setuptools-scm version and dependency cut-off, declared late
+        -> undo the old recipe's early identity -> declare_identity
+        -> setuptools-scm version and dependency cut-off, declared late
         -> package cache mounts -> map_base_images
 """
 from __future__ import annotations
@@ -14,7 +15,14 @@ from helpers.profiles import Profile
 from helpers.render.base_images import BaseImageMap, map_base_images, parse_mapping
 from helpers.render.deps import add_package_caches, split_dependency_layer
 from helpers.render.fixes import DOCKERFILE_FIXES
-from helpers.render.identity import FREEZE_ARGS, declare_freeze, declare_identity, declare_scm_version, scm_arg_names
+from helpers.render.identity import (
+    FREEZE_ARGS,
+    declare_freeze,
+    declare_identity,
+    declare_scm_version,
+    scm_arg_names,
+    undo_early_identity,
+)
 from helpers.render.pin import pin_source_report
 
 __all__ = ["RenderOptions", "Rendered", "render", "pin_source", "declare_identity", "map_base_images",
@@ -60,6 +68,8 @@ def render(text: str, options: RenderOptions) -> Rendered:
     if options.dependency_layer:
         text, split = split_dependency_layer(text, options.profile, options.project_files)
         notes += split
+    text, undone = undo_early_identity(text, options.profile)
+    notes += undone
     text = declare_identity(text, options.profile)
     build_args = {options.profile.build_arg: options.sha}
     if "scm_version" in options.fixes and options.scm_version:

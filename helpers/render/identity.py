@@ -11,8 +11,9 @@ import shlex
 from collections.abc import Callable
 
 from helpers.profiles import Profile
-from helpers.render.dockerfile import Instruction, parse, references, stage_parent
+from helpers.render.dockerfile import Instruction, keyword_end, parse, references, stage_parent
 from helpers.render.pin import DEFAULT_INSTALL_MARK, SOURCE_MOUNT, insert_in_final_stage
+from helpers.render.shellwords import Word, apply_edits, command_words, program, scan
 
 
 def proof_step(profile: Profile) -> str:
@@ -59,6 +60,72 @@ def declare_before_first_use(text: str, name: str) -> str:
             declared.add(inst.stage)
             doc.insert_before(inst, f"ARG {name}")
     return doc.render()
+
+
+def writes_file(cmd: list[Word], path: str) -> bool:
+    """The simple command writes `path`: a `>`/`>>` redirection to it, or `tee` naming it."""
+    values = [w.value for w in cmd]
+    for i, value in enumerate(values):
+        target = re.sub(r"^\d?>>?", "", value) if re.match(r"^\d?>>?", value) else None
+        if target == "" and i + 1 < len(values):
+            target = values[i + 1]
+        if target == path:
+            return True
+    return bool(cmd) and program(cmd[0]) == "tee" and path in values[1:]
+
+
+def proof_writes(text: str, path: str) -> list[tuple[int, int, str]]:
+    """Edits that turn every command writing `path` into `true`, with what pipes into it."""
+    commands = scan(text, keyword_end(text))
+    edits = []
+    for i, words in enumerate(commands):
+        if not writes_file(command_words(words), path):
+            continue
+        start = words[0].start
+        while i > 0 and text[commands[i - 1][-1].end:start].strip() == "|":   # `echo $X | tee path`
+            i -= 1
+            start = commands[i][0].start
+        edits.append((start, words[-1].end, "true"))
+    return edits
+
+
+def undo_early_identity(text: str, profile: Profile) -> tuple[str, list[str]]:
+    """The old recipe's own identity steps, undone so the commit enters only the layers after the source:
+    a RUN that writes the proof file (the harness writes it late), a LABEL with the revision or the
+    build arg (the labels go on the command line), an ENV holding the build arg (moved to the end)."""
+    doc, notes, arg = parse(text), [], profile.build_arg
+    for inst in doc.instructions:
+        if inst.cmd == "RUN" and not inst.is_json:
+            edits = proof_writes(inst.text, profile.proof_file)
+            if edits:
+                rest = apply_edits(inst.text, edits)
+                only_true = all(program(c[0]) == "true" for c in map(command_words, scan(rest, keyword_end(rest))) if c)
+                doc.replace(inst, "" if only_true else rest)
+                notes.append(f"line {inst.first + 1}: removed the early write of {profile.proof_file}")
+        elif inst.cmd in ("LABEL", "ENV"):
+            pairs = key_values(inst)
+            moved = [(k, v) for k, v in pairs if references(v, arg) or k == "org.opencontainers.image.revision"]
+            if not moved:
+                continue
+            kept = [f"{k}={v}" for k, v in pairs if (k, v) not in moved]
+            doc.replace(inst, f"{inst.cmd} {' '.join(kept)}" if kept else "")
+            if inst.cmd == "ENV":
+                doc.append("ENV " + " ".join(f"{k}={v}" for k, v in moved))
+            notes.append(f"line {inst.first + 1}: {'moved to the end' if inst.cmd == 'ENV' else 'removed'} "
+                         f"{inst.cmd} {', '.join(k for k, _ in moved)} (it carries the commit)")
+    return doc.render(), notes
+
+
+def key_values(inst: Instruction) -> list[tuple[str, str]]:
+    """`KEY=VALUE` pairs of a LABEL or ENV, as written (quotes kept)."""
+    body = inst.text[keyword_end(inst.text):].replace("\\\n", " ")
+    pairs = []
+    for word in scan(body):
+        for w in word:
+            key, sep, value = w.raw.partition("=")
+            if sep:
+                pairs.append((key.strip("\"'"), value))
+    return pairs
 
 
 def declare_identity(text: str, profile: Profile) -> str:

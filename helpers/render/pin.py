@@ -4,6 +4,7 @@
   same destination, from a read-only bind mount of the build context;
 - `git checkout|switch|reset|pull|fetch|submodule` inside that copy -> `true`;
 - `pip install <project>[extras]` from an index or VCS -> editable install of the context's copy;
+- BuildKit's `ADD <project git URL>[#ref] <dest>`, and exec-form `RUN ["git", "clone", ...]`, alike;
 - no fetch at all -> the context is copied to the profile's default location and installed.
 What cannot be rewritten safely raises UnpinnableDockerfile: nothing unpinned is ever built.
 """
@@ -202,12 +203,41 @@ class RunRewriter:
                                            "from the network; the harness cannot pin it")
 
 
+ARCHIVE = re.compile(r"\.(tar(\.\w+)?|tgz|zip|whl)$|/(archive|tarball|zipball)/", re.I)
+
+
+def pin_add_from_git(inst: Instruction, target: Target, state: StageState, notes: list[str]) -> str | None:
+    """BuildKit's `ADD <project git URL>[#ref] <dest>` -> the context's copy at the same destination."""
+    if inst.cmd != "ADD" or len(inst.value) != 2:
+        return None
+    url, dest = inst.value
+    if not target.is_project_url(url) or ARCHIVE.search(url.split("#", 1)[0]):
+        return None
+    chown = next((f.split("=", 1)[1] for f in inst.flags if f.startswith("--chown=")), None)
+    quoted = shlex.quote(dest)
+    step = f"RUN {MOUNT_FLAG} mkdir -p {quoted} && cp -a {SOURCE_MOUNT}/. {quoted}"
+    step += f" && chown -R {shlex.quote(chown)} {quoted}" if chown else ""
+    state.pinned.append(resolve(state.workdir, dest))
+    notes.append(f"pinned `ADD {url}` to the commit's source at {resolve(state.workdir, dest) or dest}")
+    return step
+
+
+def pin_exec_form_run(inst: Instruction, target: Target, state: StageState, notes: list[str]) -> str | None:
+    """An exec-form `RUN ["git", "clone", ...]` (or pip) of the project, pinned as its shell form."""
+    if inst.cmd != "RUN" or not inst.is_json or not inst.value:
+        return None
+    shell_form = "RUN " + shlex.join(inst.value)
+    pinned = RunRewriter(target, state, notes).rewrite(shell_form)
+    return pinned if pinned != shell_form else None
+
+
 def check_exec_form(inst: Instruction, target: Target) -> None:
     words = " ".join(inst.value)
     for url in _URL.findall(words):
         if target.is_project_url(url):
-            raise UnpinnableDockerfile(f"line {inst.first + 1}: exec-form {inst.cmd} fetches the project "
-                                       f"({url}); write it in shell form so it can be pinned")
+            how = "downloads the project's archive" if inst.cmd == "ADD" else \
+                f"exec-form {inst.cmd} fetches the project"
+            raise UnpinnableDockerfile(f"line {inst.first + 1}: {how} ({url}); the harness cannot pin it")
     if inst.cmd == "RUN" and "pip" in words and any(target.is_project_requirement(v) for v in inst.value):
         raise UnpinnableDockerfile(f"line {inst.first + 1}: exec-form RUN installs the project from an index")
 
@@ -243,6 +273,10 @@ def pin_source_report(text: str, profile: Profile, repo_ids: tuple[str, ...] = (
         if inst.cmd == "WORKDIR" and inst.value:
             state.workdir = resolve(state.workdir, expand(inst.value[0], state.variables))
         state.variables.update(declared_values(inst))
+        pinned = pin_add_from_git(inst, target, state, notes) or pin_exec_form_run(inst, target, state, notes)
+        if pinned:
+            doc.replace(inst, pinned)
+            continue
         if inst.is_json or inst.cmd in ("ADD", "ONBUILD"):
             check_exec_form(inst, target)
         if inst.cmd == "RUN" and not inst.is_json:
