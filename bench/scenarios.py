@@ -69,11 +69,17 @@ def pair(ws: Workspace, slow: int) -> list[Figure]:
     harness = ws.harness(repo.path)
     parent, child = (produce(harness, sha) for sha in repo.commits[:2])
     ratio = child.build_seconds / parent.build_seconds
+    old_repo = make_deps_repo(ws.root / "old-recipe", slow=slow, old_recipe=True)   # ARG after FROM, early proof
+    old_harness = ws.harness(old_repo.path)
+    old_parent, old_child = (produce(old_harness, sha) for sha in old_repo.commits[:2])
+    undone = old_child.build_seconds / old_parent.build_seconds
     old = old_recipe_pair(ws, harness, slow)
     return [Figure("pair", f"child {child.build_seconds:.1f} s / parent cold {parent.build_seconds:.1f} s",
                    ratio, "<= 0.15", ratio <= 0.15),
-            Figure("pair (old recipe)", f"child {old[1]:.1f} s / parent cold {old[0]:.1f} s",
-                   old[1] / old[0], "(for comparison)", None)]
+            Figure("pair, old-recipe Dockerfile", f"child {old_child.build_seconds:.1f} s / parent cold "
+                   f"{old_parent.build_seconds:.1f} s (rendered by the harness)", undone, "<= 0.15", undone <= 0.15),
+            Figure("pair, old tool", f"child {old[1]:.1f} s / parent cold {old[0]:.1f} s (built as the old tool "
+                   "built it)", old[1] / old[0], "(for comparison)", None)]
 
 
 def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, float]:
@@ -102,7 +108,7 @@ def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, 
 
 def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 7) -> list[Figure]:
     """One verification (one container run, all checks) over `docker run --rm IMAGE true`."""
-    repo = make_repo(ws.root / "verify")
+    repo = make_repo(ws.root / "verify", extra_modules=1500, module_size=10_000)   # python/sglang's size
     harness = ws.harness(repo.path)
     image = produce(harness, repo.commits[1])
     checks = [timed(lambda: harness.verify(image)) for _ in range(rounds)]

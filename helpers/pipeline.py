@@ -91,6 +91,8 @@ class Prepared:
 class Harness:
     def __init__(self, config: HarnessConfig):
         self.config = config
+        # where the last verified image had its package copies and its metadata folder
+        self.layout_seen: tuple[tuple[str, ...], str | None] = ((), None)
 
     @cached_property
     def docker(self) -> docker.DockerClient:
@@ -314,7 +316,9 @@ class Harness:
         try:
             facts = verify.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
                                          self.config.verify_timeout,
-                                         labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha})
+                                         labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
+                                         likely_copies=self.layout_seen[0], likely_metadata=self.layout_seen[1])
+            self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
             raise InfraError(f"the verification of {image.verified_ref or image.ref} could not run: {e}") from e
         return verify.evaluate(facts, want)

@@ -6,16 +6,17 @@ so the probe works in two phases:
 
 1. Trusted: `-S` means no `.pth` line, `sitecustomize` or `usercustomize` of the image has run
    yet. The probe keeps its own references to what it needs, lists every directory an import
-   could search (with the names that matter there), and checks the bytecode beside every copy
-   of the package against its source.
+   could search (with the names that matter there), reads the start-up hook files it finds, and
+   checks the bytecode beside every copy of the package against its source.
 2. Image start-up, then the import: `site.main()` runs the image's start-up hooks exactly as a
    normal start would; the probe records what they changed in the import machinery, imports
    the package (and the profile's modules) and reports, per loaded module, its spec's origin,
    its loader and any function the module's source defines that is not that source's code.
 
-The facts go out once, on the original stdout descriptor, tagged with a nonce given on the
-command line (removed from `sys.argv` before any image code runs); then `os._exit` ends the
-process, so no `atexit` handler can print anything after them. The harness reads the files
+The facts go out on the original stdout descriptor, tagged with a nonce given on the command
+line (removed from `sys.argv` before any image code runs): the trusted phase's as soon as they
+are known (the harness starts reading the copies they name), then all of them; then `os._exit`
+ends the process, so no `atexit` handler can print anything after them. The harness reads the files
 themselves from outside the image and only cross-checks these facts.
 """
 import ast
@@ -30,6 +31,7 @@ import sys
 import traceback
 
 MARK = "HARNESS-FACTS:"
+EARLY = "HARNESS-EARLY:"      # the trusted phase's facts, sent as soon as they are known
 _write, _exit, _dumps, _compile, _loads = os.write, os._exit, json.dumps, compile, marshal.loads
 _listdir, _isdir, _isfile, _join, _realpath = os.listdir, os.path.isdir, os.path.isfile, os.path.join, \
     os.path.realpath
@@ -107,6 +109,22 @@ def listing(dirs, import_name):
                 entries[n] = "link" if os.path.islink(path) else "dir" if _isdir(path) else "file"
         found[d] = entries
     return found
+
+
+def hook_texts(found, package_copies):
+    """The text of every start-up hook file and install link the listing found (not the package's copies)."""
+    texts = {}
+    for d, entries in found.items():
+        for n, kind in entries.items():
+            if _join(d, n) in package_copies or (kind == "dir" and not n.endswith("customize")):
+                continue
+            path = _join(d, n, "__init__.py") if kind == "dir" else _join(d, n)
+            try:
+                with open(path, "rb") as f:
+                    texts[path] = f.read(1 << 16).decode("utf-8", "replace")
+            except OSError:
+                continue
+    return texts
 
 
 def copies(found, import_name):
@@ -289,6 +307,28 @@ def distribution_facts(name):
     return facts
 
 
+def finder_copies(texts, import_name):
+    """Where PEP 660 import finders (`__editable___*_finder.py`) map the package, read without running them."""
+    found = []
+    for path, text in texts.items():
+        if not os.path.basename(path).startswith("__editable__") or not path.endswith("_finder.py"):
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MAPPING" for t in node.targets):
+                try:
+                    mapping = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                target = mapping.get(import_name) if isinstance(mapping, dict) else None
+                if isinstance(target, str) and _isdir(target):
+                    found.append(_realpath(target))
+    return found
+
+
 def trusted_phase(args):
     import_name = args["import_name"]
     dirs = search_dirs(args)
@@ -296,8 +336,17 @@ def trusted_phase(args):
     facts = {"python": sys.version.split()[0], "executable": sys.executable, "cwd": os.getcwd(),
              "cache_tag": sys.implementation.cache_tag, "path_before": list(sys.path), "site_dirs": site_dirs(),
              "search_dirs": dirs, "listing": found, "copies": copies(found, import_name)}
+    facts["hook_texts"] = hook_texts(found, facts["copies"])
+    facts["copies"] += [c for c in finder_copies(facts["hook_texts"], import_name) if c not in facts["copies"]]
     facts["pycs"] = {c: pyc_verdicts(c) for c in facts["copies"] if _isdir(c)}
     return facts
+
+
+def emit(marker, nonce, facts):
+    """One line on the original stdout descriptor, through the references kept before any image code ran."""
+    data = ("\n%s%s %s\n" % (marker, nonce, _dumps(facts))).encode("utf-8", "replace")
+    while data:
+        data = data[_write(1, data):]
 
 
 def import_phase(args, facts):
@@ -342,13 +391,11 @@ def main(argv):
     facts = {}
     try:
         facts = trusted_phase(args)
-        facts = import_phase(args, facts)
+        emit(EARLY, nonce, facts)           # the harness starts reading the copies from outside now
+        facts = import_phase(args, dict(facts))
     except BaseException:
         facts["probe_error"] = traceback.format_exc()[-3000:]
-    line = "\n%s%s %s\n" % (MARK, nonce, _dumps(facts))
-    data = line.encode("utf-8", "replace")
-    while data:
-        data = data[_write(1, data):]
+    emit(MARK, nonce, facts)
     _exit(0)
 
 

@@ -21,6 +21,7 @@ import secrets
 import tarfile
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +30,7 @@ import docker
 import requests
 
 from helpers.errors import ImageNotFound, InfraError
-from helpers.probe import MARK
+from helpers.probe import EARLY, MARK
 from helpers.profiles import Profile
 
 PROBE_SOURCE = (Path(__file__).parent / "probe.py").read_text()
@@ -137,19 +138,20 @@ class _Stream(io.RawIOBase):
     """A file object over the Engine API's chunked archive stream, read once, front to back."""
 
     def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.buffer = chunks, b""
+        self.chunks, self.buffer, self.offset = chunks, memoryview(b""), 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target) -> int:
-        while not self.buffer:
+        while self.offset >= len(self.buffer):
             try:
-                self.buffer = next(self.chunks)
+                self.buffer, self.offset = memoryview(next(self.chunks)), 0
             except StopIteration:
                 return 0
-        n = min(len(target), len(self.buffer))
-        target[:n], self.buffer = self.buffer[:n], self.buffer[n:]
+        n = min(len(target), len(self.buffer) - self.offset)
+        target[:n] = self.buffer[self.offset:self.offset + n]
+        self.offset += n
         return n
 
 
@@ -191,8 +193,9 @@ class ImageFiles:
             return facts_of(data, keep_text=len(data) <= self.TEXT_LIMIT)
         return None
 
-    def tree(self, path: str) -> dict[str, FileFacts]:
-        """Every file below a directory, by path relative to it (a symlink by its link text, as git does)."""
+    def tree(self, path: str, texts: bool = False) -> dict[str, FileFacts]:
+        """Every file below a directory, by path relative to it (a symlink by its link text, as git does);
+        with `texts`, each file's text too (small metadata folders)."""
         files: dict[str, FileFacts] = {}
         top = posixpath.basename(path.rstrip("/"))
         for member, data in self._archive(path):
@@ -202,7 +205,7 @@ class ImageFiles:
             if member.issym():
                 files[rel] = facts_of(member.linkname.encode())
             elif data is not None:
-                files[rel] = facts_of(data, keep_text=rel.endswith(".py") and len(data) <= self.TEXT_LIMIT)
+                files[rel] = facts_of(data, keep_text=texts and len(data) <= self.TEXT_LIMIT)
         return files
 
 
@@ -234,16 +237,18 @@ def probe_args(profile: Profile, workdir: str) -> dict[str, object]:
 
 
 def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
-              labels: dict[str, str]) -> tuple[dict, str]:
-    """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing."""
+              labels: dict[str, str], on_early: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+    """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
+
+    `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on."""
     nonce = secrets.token_hex(16)
     command = ["-S", "-c", PROBE_SOURCE, json.dumps(probe_args(profile, workdir)), nonce]
     container = client.containers.create(image_id, entrypoint=["python3"], command=command, network_disabled=True,
                                          working_dir=None if profile.import_from_workdir else "/", labels=labels)
     try:
         container.start()
+        output = follow_output(container, f"{EARLY}{nonce} ", on_early)
         status = container.wait(timeout=timeout)
-        output = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
         errors = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
     except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as e:
         raise InfraError(f"verification container of {image_id[:19]} gave no answer within {timeout:.0f}s: {e}") from e
@@ -255,36 +260,114 @@ def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, work
     return read_probe_output(output, nonce, status.get("StatusCode"), errors)
 
 
+def follow_output(container, early_prefix: str, on_early: Callable[[dict], None] | None) -> str:
+    """The container's standard output, followed until it exits; the early facts line handed on at once."""
+    lines: list[str] = []
+    pending = b""
+    for chunk in container.logs(stdout=True, stderr=False, stream=True, follow=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            line = raw.decode("utf-8", errors="replace")
+            if on_early is not None and line.startswith(early_prefix):
+                on_early(json.loads(line[len(early_prefix):]))
+                on_early = None
+            lines.append(line)
+    lines.append(pending.decode("utf-8", errors="replace"))
+    return "\n".join(lines)
+
+
 def read_probe_output(output: str, nonce: str, status: object, errors: str) -> tuple[dict, str]:
-    """The one facts line tagged with this run's nonce; any other facts line is the image's forgery."""
-    marked = [line[len(MARK):] for line in output.splitlines() if line.startswith(MARK)]
-    genuine = [line[len(nonce) + 1:] for line in marked if line.startswith(nonce + " ")]
-    if len(marked) > 1 or (marked and not genuine):
-        return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the probe's: "
-                    "start-up code tampers with verification")
-    if not genuine:
+    """The facts lines tagged with this run's nonce; any other facts line is the image's forgery.
+
+    The trusted phase's facts (printed before any of the image's code ran) win over the same
+    fields of the final line."""
+    lines = output.splitlines()
+    found = {}
+    for marker in (EARLY, MARK):
+        marked = [line[len(marker):] for line in lines if line.startswith(marker)]
+        genuine = [line[len(nonce) + 1:] for line in marked if line.startswith(nonce + " ")]
+        if len(marked) > 1 or (marked and not genuine):
+            return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the "
+                        "probe's: start-up code tampers with verification")
+        found[marker] = json.loads(genuine[0]) if genuine else None
+    if found[MARK] is None:
         return {"probe_error": f"the probe printed no facts (exit status {status}); is python3 on the "
                                f"image's PATH?\n{errors[-2000:]}"}, ""
-    return json.loads(genuine[0]), ""
+    return {**found[MARK], **(found[EARLY] or {})}, ""
 
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
-                  labels: dict[str, str] | None = None) -> Facts:
-    """Labels and environment from the image's config, files read from outside, one probe run inside."""
+                  labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
+                  likely_metadata: str | None = None) -> Facts:
+    """Labels and environment from the image's config, files read from outside, one probe run inside.
+
+    The Engine API answers each archive request in tens of milliseconds (it mounts the container's
+    filesystem each time, one request per container at a time), so the reads go out side by side,
+    each through a container of its own, alongside the probe's run. The start-up hook files (.pth,
+    customize modules, egg-links) are the ones the probe read before any of the image's Python
+    ran; they decide what is listed, never what is compared. `likely_copies` and `likely_metadata`
+    (where the previous image of the project had its copies and its metadata folder) are read at
+    once, before the probe names the real ones; a guess the probe does not confirm is dropped."""
     image = client.images.get(ref)
     config = image.attrs.get("Config") or {}
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    probe, tampering = run_probe(client, image.id, profile, config.get("WorkingDir") or "/", timeout, labels or {})
-    outside = ImageFiles(client, image.id, labels or {})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        copies: dict[str, Future] = {}
+
+        def read_copies(paths: list[str]) -> None:
+            for path in paths:
+                if path not in copies:
+                    copies[path] = pool.submit(read_copy, ImageFiles(client, image.id, labels or {}), path, profile)
+
+        read_copies(list(likely_copies))
+        guessed_metadata = pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), likely_metadata, True) \
+            if likely_metadata else None
+        probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
+                             labels or {}, lambda early: read_copies(early.get("copies") or []))
+        outside = ImageFiles(client, image.id, labels or {})
+        try:
+            proof = pool.submit(outside.file, profile.proof_file)
+            probe, tampering = probed.result()
+            dist_info = probe.get("dist_info")
+            metadata = None
+            if dist_info:
+                metadata = guessed_metadata if dist_info == likely_metadata else \
+                    pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), dist_info, True)
+            confirmed = copies_to_read(probe, profile.import_name)
+            read_copies(confirmed)
+            read = {path: facts_of(text.encode("utf-8"), keep_text=True)
+                    for path, text in (probe.get("hook_texts") or {}).items()}
+            read[profile.proof_file] = proof.result()
+            if metadata is not None:
+                read.update({f"{dist_info}/{name}": found for name, found in metadata.result().items()})
+            trees = {path: copies[path].result() for path in confirmed}
+        except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
+            raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
+        finally:
+            outside.close()
+    return Facts(image.labels or {}, probe, env, read, trees, tampering)
+
+
+def read_tree(outside: ImageFiles, path: str, texts: bool) -> dict[str, FileFacts]:
     try:
-        files = {path: outside.file(path) for path in files_to_read(profile, probe)}
-        copies = {path: outside.tree(path) if not is_module_file(path, profile) else
-                  {posixpath.basename(path): outside.file(path)} for path in copies_to_read(probe, profile.import_name)}
-    except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
-        raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
+        return outside.tree(path, texts)
     finally:
         outside.close()
-    return Facts(image.labels or {}, probe, env, files, copies, tampering)  # type: ignore[arg-type]
+
+
+def read_copy(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
+    """A package directory's files, or a module file named like the package (a shadow) by its name.
+
+    Each copy is read through a container of its own: the engine serves one archive request per
+    container at a time."""
+    try:
+        if not is_module_file(path, profile):
+            return outside.tree(path)
+        found = outside.file(path)
+        return {posixpath.basename(path): found} if found else {}
+    finally:
+        outside.close()
 
 
 def is_module_file(path: str, profile: Profile) -> bool:
@@ -304,22 +387,6 @@ def copies_to_read(probe: dict, import_name: str) -> list[str]:
     paths = list(probe.get("copies") or [])
     loaded = loaded_from(probe, import_name)
     return paths + [loaded] if loaded and loaded not in paths else paths
-
-
-def files_to_read(profile: Profile, probe: dict) -> list[str]:
-    """The proof file, the install's metadata and every start-up hook file the search found."""
-    paths = [profile.proof_file]
-    dist_info = probe.get("dist_info")
-    if dist_info:
-        paths += [f"{dist_info}/direct_url.json", f"{dist_info}/RECORD", f"{dist_info}/METADATA",
-                  f"{dist_info}/PKG-INFO"]
-    for folder, entries in (probe.get("listing") or {}).items():
-        for name, kind in entries.items():
-            if name.startswith(("sitecustomize", "usercustomize")) and kind == "dir":
-                paths.append(f"{folder}/{name}/__init__.py")
-            elif kind != "dir" and f"{folder}/{name}" not in (probe.get("copies") or []):
-                paths.append(f"{folder}/{name}")
-    return paths
 
 
 # --- the checks ----------------------------------------------------------------------------------

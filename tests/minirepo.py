@@ -83,10 +83,18 @@ RUN python3 -m pip --version \\
 """
 
 
-def deps_dockerfile(slow: int = 0, salt: str = "") -> str:
+# The old tool's recipe: the commit as a build arg right after FROM, and the proof file written at once.
+OLD_RECIPE_IDENTITY = "ARG SGLANG_COMMIT\nRUN echo $SGLANG_COMMIT > /opt/sglang_commit.txt\n"
+
+
+def deps_dockerfile(slow: int = 0, salt: str = "", old_recipe: bool = False) -> str:
     """The salt makes every layer new to BuildKit: a cold build, whatever ran on this machine before."""
     wheelhouse = WHEELHOUSE_STEP.replace("{slow}", str(slow)).replace("{salt}", salt)
-    return DEPS_DOCKERFILE.format(wheelhouse=wheelhouse, salt=salt)
+    text = DEPS_DOCKERFILE.format(wheelhouse=wheelhouse, salt=salt)
+    if old_recipe:
+        first_from = text.index("\n") + 1
+        text = text[:first_from] + OLD_RECIPE_IDENTITY + text[first_from:]
+    return text
 
 
 def pyproject(dependencies: list[str]) -> str:
@@ -94,7 +102,7 @@ def pyproject(dependencies: list[str]) -> str:
     return PYPROJECT.replace('requires-python = ">=3.8"\n', f'requires-python = ">=3.8"\ndependencies = [{listed}]\n')
 
 
-def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0) -> MiniRepo:
+def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe: bool = False) -> MiniRepo:
     """parent and child with the same dependencies (slowdep 1.0), then a third commit moving to 2.0.
 
     Building a dependency takes `slow` seconds (an sdist whose setup.py sleeps)."""
@@ -105,7 +113,7 @@ def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0) -> MiniRep
              "python/pyproject.toml": pyproject(["slowdep==1.0"]),
              "python/sglang/__init__.py": "", "python/sglang/srt/__init__.py": "",
              "python/sglang/srt/scheduler.py": "BATCH = 8\n",
-             "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex)}
+             "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex, old_recipe)}
     files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
     repo.commit("parent", files)
     repo.commit("child: same dependencies", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
@@ -141,7 +149,14 @@ class MiniRepo:
         return sha
 
 
-def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0) -> MiniRepo:
+def module_text(i: int, size: int) -> str:
+    """A module of about `size` bytes (comment lines after its one statement)."""
+    text = f"VALUE = {i}\n"
+    line = "# " + "x" * 76 + "\n"
+    return text + line * max(0, (size - len(text)) // len(line))
+
+
+def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0, module_size: int = 0) -> MiniRepo:
     """Two commits, parent then child, differing in one line of one module.
 
     The README carries a random salt so that no two repositories share BuildKit cache entries
@@ -160,7 +175,7 @@ def make_repo(path: Path, deps_step: str = "", extra_modules: int = 0) -> MiniRe
         "python/sglang/srt/scheduler.py": "BATCH = 8\n",
         "docker/Dockerfile": dockerfile(deps_step),
     }
-    files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
+    files.update({f"python/sglang/extra/mod_{i}.py": module_text(i, module_size) for i in range(extra_modules)})
     repo.commit("parent: first version", files)
     repo.commit("child: bigger batches", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
     return repo
