@@ -283,7 +283,7 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
     The trusted phase's facts (printed before any of the image's code ran) win over the same
     fields of the final line."""
     lines = output.splitlines()
-    found = {}
+    found: dict[str, dict | None] = {}
     for marker in (EARLY, MARK):
         marked = [line[len(marker):] for line in lines if line.startswith(marker)]
         genuine = [line[len(nonce) + 1:] for line in marked if line.startswith(nonce + " ")]
@@ -291,10 +291,11 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
             return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the "
                         "probe's: start-up code tampers with verification")
         found[marker] = json.loads(genuine[0]) if genuine else None
-    if found[MARK] is None:
+    final = found[MARK]
+    if final is None:
         return {"probe_error": f"the probe printed no facts (exit status {status}); is python3 on the "
                                f"image's PATH?\n{errors[-2000:]}"}, ""
-    return {**found[MARK], **(found[EARLY] or {})}, ""
+    return {**final, **(found[EARLY] or {})}, ""
 
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
@@ -336,8 +337,8 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
                     pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), dist_info, True)
             confirmed = copies_to_read(probe, profile.import_name)
             read_copies(confirmed)
-            read = {path: facts_of(text.encode("utf-8"), keep_text=True)
-                    for path, text in (probe.get("hook_texts") or {}).items()}
+            read: dict[str, FileFacts | None] = {path: facts_of(text.encode("utf-8"), keep_text=True)
+                                                 for path, text in (probe.get("hook_texts") or {}).items()}
             read[profile.proof_file] = proof.result()
             if metadata is not None:
                 read.update({f"{dist_info}/{name}": found for name, found in metadata.result().items()})
