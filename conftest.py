@@ -34,6 +34,7 @@ OPTIONS = (
     ("--work-dir", dict(help="where build contexts are made (default /dev/shm if it has room, else temp)")),
     ("--log-dir", dict(help="one build log per commit (default logs/)")),
     ("--status-dir", dict(help="status lists folder (default commit-status/)")),
+    ("--attestation-dir", dict(help="an in-toto statement per verified image (default reports/attestations/)")),
     ("--registry", dict(help="registry host (default docker.io)")),
     ("--namespace", dict(help="registry namespace (default $DOCKERHUB_USERNAME)")),
     ("--image-name", dict(help="image repository name (default: the profile's, nvidia-sglang-docker)")),

@@ -48,6 +48,7 @@ class Workspace:
         values = {"no_push": True, "dataset": str(self.dataset), "repo_url": str(repo),
                   "cache_dir": str(self.root / "cache"),
                   "log_dir": str(self.root / "logs"), "status_dir": str(self.root / "status"),
+                  "attestation_dir": str(self.root / "attestations"),
                   "image_name": f"bench-{uuid.uuid4().hex[:8]}", "registry": "bench.local",
                   "base_image_map": [f"nvcr.io/*={self.base_image}"], **options}
         return Harness(make_config(values, ROOT, uuid.uuid4().hex))

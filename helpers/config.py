@@ -51,6 +51,7 @@ class HarnessConfig:
     work_dir: Path
     log_dir: Path
     status_dir: Path
+    attestation_dir: Path
     image: ImageName
     session_id: str
     push: bool = True
@@ -163,6 +164,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         work_dir=work_dir,
         log_dir=Path(options.get("log_dir") or root / "logs").resolve(),
         status_dir=Path(options.get("status_dir") or root / "commit-status").resolve(),
+        attestation_dir=Path(options.get("attestation_dir") or root / "reports" / "attestations").resolve(),
         image=ImageName(registry, namespace, options.get("image_name") or profile.image_name),
         session_id=session_id,
         push=push,

@@ -6,8 +6,10 @@ it is created lazily so that collecting tests needs neither docker nor the netwo
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import posixpath
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, publish, render, source, verify
+from helpers import build, publish, render, report, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec
@@ -170,6 +172,8 @@ class Harness:
                 record(f"check.{check.category}", check.line())
             if checks.passed and self.config.push and not self.config.verify_only:
                 self.publish(image, record)
+            if checks.passed:
+                record("attestation", str(self.attest(image, checks)))
             return Produced(image, checks)
         except HarnessError as e:
             return Produced(image, error=e)
@@ -264,6 +268,19 @@ class Harness:
         pyproject = self.mirror.read_file(sha, posixpath.join(self.config.profile.source_subdir, "pyproject.toml"))
         return project_version(pyproject, sha, self.mirror)
 
+    def attest(self, image: BuiltImage, checks: verify.Checks) -> Path:
+        """An in-toto statement of what was verified, for the image users pull (its registry digest;
+        the local image ID when nothing was pushed)."""
+        profile = self.config.profile
+        digest = image.digest or self.docker.images.get(image.verified_ref or image.ref).id
+        files = self.mirror.blob_hashes(image.sha, profile.package_path)
+        return report.write_attestation(self.config.attestation_dir, report.Verification(
+            repository=image.ref.rsplit(":", 1)[0], digest=digest, commit=image.sha,
+            source=source.redact_url(self.config.repo_url), package_path=profile.package_path,
+            package_tree=self.mirror.tree_id(image.sha, profile.package_path), package_files=len(files),
+            checks=tuple((c.category, c.passed, c.found) for c in checks), harness_version=harness_version(),
+            verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+
     def dockerfile_text(self, spec: CommitSpec, sha: str) -> tuple[str, str]:
         if spec.dockerfile.content is not None:
             return spec.dockerfile.content, "dataset content"
@@ -322,6 +339,17 @@ class Harness:
         except (docker.errors.DockerException, requests.RequestException) as e:
             raise InfraError(f"the verification of {image.verified_ref or image.ref} could not run: {e}") from e
         return verify.evaluate(facts, want)
+
+
+@functools.cache
+def harness_version() -> str:
+    """The harness's own commit (its checkout's HEAD), `unknown` outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def engine_endpoint() -> str:

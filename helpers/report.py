@@ -9,6 +9,7 @@ many shards or re-runs with the same rules, the newest result of a commit winnin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -164,6 +165,62 @@ def markdown_summary(outcomes: list[Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The predicate type of the harness's own attestations: "this image holds exactly this commit's code".
+PREDICATE_TYPE = "https://github.com/commit-image-harness/verification/v1"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What an attestation says of one verified image."""
+
+    repository: str             # the image repository, without tag or digest
+    digest: str                 # sha256:... (the registry's manifest digest, or the local image ID)
+    commit: str
+    source: str                 # the project's repository URL, credentials removed
+    package_path: str
+    package_tree: str           # git tree id of the package directory at the commit
+    package_files: int
+    checks: tuple[tuple[str, bool, str], ...]   # (category, passed, what was found)
+    harness_version: str
+    verified_at: str
+
+
+def statement(v: Verification) -> dict:
+    """An in-toto Statement v1 whose subject is the image and whose predicate is every check."""
+    algorithm, _, value = v.digest.partition(":")
+    return {"_type": STATEMENT_TYPE,
+            "subject": [{"name": v.repository, "digest": {algorithm: value}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {"commit": v.commit, "repository": v.source,
+                          "package": {"path": v.package_path, "tree": v.package_tree, "files": v.package_files},
+                          "checks": [{"name": c, "passed": ok, "found": found} for c, ok, found in v.checks],
+                          "harness": {"version": v.harness_version}, "verifiedAt": v.verified_at}}
+
+
+def write_attestation(folder: Path, v: Verification) -> Path:
+    path = folder / f"{v.commit}.intoto.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(statement(v), indent=2) + "\n")
+    return path
+
+
+def attestation_matrix(files: list[Path], predicates: Path) -> list[dict[str, str]]:
+    """One entry per statement, for a workflow matrix that signs and attaches each: the image, its
+    digest and a file holding the predicate alone (what actions/attest takes)."""
+    entries = []
+    predicates.mkdir(parents=True, exist_ok=True)
+    for path in sorted(files):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        subject = data["subject"][0]
+        algorithm, value = next(iter(subject["digest"].items()))
+        predicate = predicates / f"{data['predicate']['commit']}.json"
+        atomic_write(predicate, json.dumps(data["predicate"]) + "\n")
+        entries.append({"commit": data["predicate"]["commit"], "name": subject["name"],
+                        "digest": f"{algorithm}:{value}", "predicate": str(predicate)})
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.report")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     fold_cmd.add_argument("--status-dir", type=Path, default=Path("commit-status"))
     fold_cmd.add_argument("--summary", type=Path, help="Markdown summary file (default: $GITHUB_STEP_SUMMARY, "
                                                        "else standard output)")
+    matrix_cmd = commands.add_parser("attestations", help="a workflow matrix of the attestations to sign")
+    matrix_cmd.add_argument("statements", nargs="*", type=Path, help="<sha>.intoto.json files")
+    matrix_cmd.add_argument("--predicates", type=Path, default=Path("predicates"))
     args = parser.parse_args(argv)
+    if args.command == "attestations":
+        print(json.dumps({"include": attestation_matrix(args.statements, args.predicates)}))
+        return 0
     missing = [str(p) for p in args.junit if not p.is_file()]
     if missing:
         print(f"error: no such JUnit file: {', '.join(missing)}", file=sys.stderr)

@@ -144,6 +144,10 @@ class Mirror:
             raise InfraError(f"git describe of {sha} took over {self.timeout:.0f}s") from e
         return done.stdout.strip() if done.returncode == 0 else None
 
+    def tree_id(self, sha: str, path: str) -> str:
+        """The git tree id of a directory at the commit."""
+        return self._run(["rev-parse", "--verify", "--end-of-options", f"{sha}:{path}"]).strip()
+
     def commit_count(self, sha: str) -> int:
         return int(self._run(["rev-list", "--count", sha]).strip())
 

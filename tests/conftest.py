@@ -113,6 +113,7 @@ class Runner:
         w = self.workdir
         return [f"--dataset={self.dataset}", f"--blacklist={self.blacklist}", f"--repo-url={repo}",
                 f"--cache-dir={w / 'cache'}", f"--log-dir={w / 'logs'}", f"--status-dir={w / 'status'}",
+                f"--attestation-dir={w / 'reports' / 'attestations'}",
                 f"--junitxml={w / 'reports' / 'junit.xml'}", f"--registry={self.registry}", "--namespace=test",
                 f"--image-name={self.image_name}", f"--base-image-map={BASE_MAP}", "-o", f"cache_dir={w / 'cache'}",
                 "-p", "no:randomly"]

@@ -34,6 +34,19 @@ def test_pair_is_built_pushed_and_verified(harness_runner, pair_dataset, mini_re
         assert props["check.verify_source_mismatch"].startswith("ok")
         assert "pinned `git clone https://github.com/sgl-project/sglang.git`" in run.log(sha)
     assert run.statuses == {child: "success", parent: "success"}
+    statement = json.loads((harness_runner.workdir / "reports" / "attestations" / f"{child}.intoto.json").read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"] == [{"name": harness_runner.ref(child).rsplit(":", 1)[0],
+                                     "digest": {"sha256": outcomes[child].properties["digest"].split(":")[1]}}]
+    predicate = statement["predicate"]
+    assert predicate["commit"] == child and predicate["package"]["path"] == "python/sglang"
+    assert predicate["package"]["tree"] == git(mini_repo.path, "rev-parse", f"{child}:python/sglang")
+    assert predicate["package"]["files"] == len(git(mini_repo.path, "ls-tree", "-r", "--name-only", child,
+                                                    "python/sglang").splitlines())
+    assert [c["name"] for c in predicate["checks"] if c["passed"]] == [
+        "verify_label", "verify_proof_file", "verify_source_mismatch", "verify_import", "verify_editable_install",
+        "verify_version"]
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", predicate["harness"]["version"])
     success = (harness_runner.workdir / "status" / "success.txt").read_text().splitlines()
     assert success[0] == "# SUCCESS: 2 commits"
 

@@ -74,3 +74,20 @@ def test_build_workflow_never_runs_an_empty_matrix_and_always_reports():
 def test_ci_workflow_runs_what_ci_runs():
     steps = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["tests"]["steps"]
     assert any(s.get("run") == "bash .ci/run" for s in steps)
+
+
+def test_each_verified_image_is_attested_with_the_harness_predicate(tmp_path):
+    from helpers.report import PREDICATE_TYPE, Verification, attestation_matrix, write_attestation
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())["jobs"]
+    attest = next(s for s in jobs["attest"]["steps"] if s.get("uses", "").startswith("actions/attest@"))
+    assert attest["with"]["predicate-type"] == PREDICATE_TYPE and attest["with"]["push-to-registry"] is True
+    assert jobs["attest"]["permissions"]["id-token"] == "write"
+    statements = [write_attestation(tmp_path / "att", Verification(
+        f"docker.io/u/img{i}", f"sha256:{str(i) * 64}", str(i) * 40, "https://x/y.git", "python/sglang", "t" * 40, 3,
+        (("verify_label", True, "ok"),), "h" * 40, "2026-11-28T00:00:00Z")) for i in (1, 2)]
+    matrix = attestation_matrix(statements, tmp_path / "predicates")
+    assert [m["name"] for m in matrix] == ["docker.io/u/img1", "docker.io/u/img2"]
+    assert matrix[0]["digest"] == "sha256:" + "1" * 64
+    predicate = (tmp_path / "predicates" / f"{'1' * 40}.json").read_text()
+    assert '"commit": "' + "1" * 40 in predicate and '"checks"' in predicate
+    assert attest["with"]["predicate-path"] == "predicates/${{ matrix.commit }}.json"
