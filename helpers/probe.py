@@ -47,8 +47,20 @@ def interesting(name, import_name):
             or name.startswith(("sitecustomize", "usercustomize", "__editable__")))
 
 
+def venv_site_dirs():
+    """A virtual environment's site-packages, as site.venv() would find it (before 3.11 only site.main()
+    moves sys.prefix into the environment, and the trusted phase runs before it)."""
+    exe_dir = os.path.dirname(sys.executable or "")
+    for prefix in (exe_dir, os.path.dirname(exe_dir)):
+        if _isfile(_join(prefix, "pyvenv.cfg")):
+            version = "python%d.%d" % sys.version_info[:2]
+            return [_join(prefix, lib, version, "site-packages") for lib in ("lib", "lib64")]
+    return []
+
+
 def site_dirs():
     dirs = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    dirs += [d for d in venv_site_dirs() if d not in dirs]
     try:
         if site.check_enableusersite():
             dirs.append(site.getusersitepackages())

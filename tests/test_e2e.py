@@ -135,7 +135,7 @@ def test_line_that_is_not_json_fails_only_its_record(harness_runner, mini_repo):
 
 def test_missing_dockerfile_and_unpinnable_dockerfile_are_categorised(harness_runner, mini_repo):
     parent, child = mini_repo.commits
-    unpinnable = 'FROM nvcr.io/x\nRUN ["git", "clone", "https://github.com/sgl-project/sglang.git"]\n'
+    unpinnable = 'FROM nvcr.io/x\nADD https://github.com/sgl-project/sglang/archive/main.tar.gz /src\n'
     harness_runner.write_dataset(
         json.dumps({"commit_hash": child, "dockerfile_path": "no/such/Dockerfile"}),
         json.dumps({"commit_hash": parent, "dockerfile_content": unpinnable}))

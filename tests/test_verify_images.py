@@ -66,6 +66,10 @@ KINDS = {
     "PEP 660 .pth path": ("pyproject", f"{PIP} --config-settings editable_mode=compat -e {SOURCE}",
                           "PEP 660/610 editable (.pth path)"),
     "setup.py develop": ("setup.py", f"{PIP} -e {SOURCE}", "setup.py develop (egg-link)"),
+    "PEP 660 in a virtual environment": (
+        "pyproject", "python3 -m venv --system-site-packages /opt/venv && /opt/venv/bin/python -m pip install "
+                     f"--no-deps --no-build-isolation --disable-pip-version-check -e {SOURCE}\n"
+                     "ENV PATH=/opt/venv/bin:$PATH", "PEP 660 editable (import finder)"),
 }
 
 
