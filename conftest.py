@@ -20,6 +20,7 @@ from helpers.progress import Followers, RunProgress
 
 ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
+SHARD_GROUPS = pytest.StashKey[dict]()
 
 
 # The harness's options, one row each: (flag, argparse keywords). Their values reach the
@@ -100,6 +101,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    if getattr(config.option, "lf", False):
+        # `--lf` after a run without failures rebuilds nothing (pytest's default would rebuild every commit)
+        config.option.last_failed_no_failures = "none"
     options = option_values(config)
     options["collect_only"] = config.option.collectonly
     try:
@@ -202,7 +206,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cfg = metafunc.config.harness_config
     if cfg is None:
         raise pytest.UsageError("the build suite needs the harness configuration (run it from the project root)")
-    entries = list(dataset.load_plan(cfg.dataset, cfg.blacklist).entries)
+    plan = dataset.load_plan(cfg.dataset, cfg.blacklist)
+    metafunc.config.stash[SHARD_GROUPS] = plan.groups
+    entries = list(plan.entries)
     if any(isinstance(e, dataset.CommitSpec) and len(e.sha) < 40 for e in entries):
         entries = dataset.with_full_shas(entries, Harness(cfg).mirror.resolve)    # ids carry full SHAs
     params = [pytest.param(e, id=e.test_id, marks=[getattr(pytest.mark, r) for r in e.roles] or
@@ -212,19 +218,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """After -k/-m/--lf: the first --batch-size commits, then this --shard's part of them."""
+    """After -k/-m/--lf: what is already pushed (kept, to be reported skipped, but not counted), the
+    first --batch-size commits with work, then this --shard's part of them (dataset.select)."""
     cfg = config.harness_config
     if cfg is None:
         return
     entries = {i: i.callspec.params["commit"] for i in items
                if hasattr(i, "callspec") and "commit" in i.callspec.params}
-    dropped = set()
-    size = config.getoption("batch_size")
-    if size is not None:
-        commits = [i for i, e in entries.items() if isinstance(e, dataset.CommitSpec)]
-        dropped |= set(commits[max(size, 0):])
-    if cfg.shard:
-        dropped |= {i for i, e in entries.items() if not dataset.in_shard(e, *cfg.shard)}
+    pushed = config.harness_pushed
+    chosen = dataset.select(entries.values(), lambda e: Harness.has_work(e.sha, pushed, cfg.verify_only),
+                            config.getoption("batch_size"), cfg.shard, config.stash.get(SHARD_GROUPS, {}))
+    kept_ids = {id(e) for e in chosen}
+    dropped = {i for i, e in entries.items() if id(e) not in kept_ids}
     if dropped:
         config.hook.pytest_deselected(items=[i for i in items if i in dropped])
         items[:] = [i for i in items if i not in dropped]

@@ -13,7 +13,7 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -79,6 +79,7 @@ Entry = Union[CommitSpec, InvalidEntry]  # noqa: UP007 (a runtime alias; `|` nee
 class DatasetPlan:
     entries: tuple[Entry, ...]
     blacklisted: tuple[str, ...]
+    groups: dict[str, str] = field(default_factory=dict)     # linked commits -> their group's key
 
 
 def check_sha(value: object) -> str:
@@ -259,11 +260,69 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def in_shard(entry: Entry, index: int, count: int) -> bool:
-    """Membership decided by the commit's SHA alone, so shards stay stable when the dataset grows;
-    entries without a SHA go by their line number."""
-    key = int(entry.sha[:15], 16) if entry.sha else entry.line
+def shard_groups(links: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each linked commit -> the smallest SHA of its group (a parent and its child, and every commit
+    joined to them through shared parents), so that a pair lands on one shard, and a group's shard
+    stays where it is as the dataset grows (unless a new record joins two groups)."""
+    root: dict[str, str] = {}
+
+    def find(sha: str) -> str:
+        while root.setdefault(sha, sha) != sha:
+            root[sha] = root[root[sha]]
+            sha = root[sha]
+        return sha
+
+    for a, b in links:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            root[max(ra, rb)] = min(ra, rb)
+    return {sha: find(sha) for sha in root}
+
+
+def in_shard(entry: Entry, index: int, count: int, groups: dict[str, str] | None = None) -> bool:
+    """Membership decided by the commit's group (its smallest SHA), so a pair shares a shard and shards
+    stay stable when the dataset grows; entries without a SHA go by their line number."""
+    key_sha = group_of(entry.sha, groups or {}) if entry.sha else None
+    key = int(key_sha[:15], 16) if key_sha else entry.line
     return key % count == index - 1
+
+
+def group_of(sha: str, groups: dict[str, str]) -> str:
+    """The group key of a SHA; a full SHA resolved from a dataset's short one finds the short one's group."""
+    if sha in groups:
+        return groups[sha]
+    for length in range(7, len(sha)):
+        if sha[:length] in groups:
+            return groups[sha[:length]]
+    return sha
+
+
+def select(entries: Iterable[Entry], has_work: Callable[[Entry], bool], batch_size: int | None,
+           shard: tuple[int, int] | None, groups: dict[str, str] | None = None) -> list[Entry]:
+    """The run's commits, chosen once and in this order: (the dataset and blacklist, and pytest's
+    -k/-m/--lf, came before) -> what has no work stays, to be reported skipped, but does not count
+    -> the first `batch_size` commits with work -> this shard's part of them."""
+    kept, taken = [], 0
+    for entry in entries:
+        if isinstance(entry, CommitSpec) and has_work(entry):
+            if batch_size is not None and taken >= max(batch_size, 0):
+                continue
+            taken += 1
+        if shard is None or in_shard(entry, *shard, groups):
+            kept.append(entry)
+    return kept
+
+
+def record_links(lines: Iterable[str]) -> list[tuple[str, str]]:
+    """(commit, parent) of every record of the tracking format whose two SHAs are well formed."""
+    links = []
+    for _, record, _ in read_records(lines):
+        if record is None:
+            continue
+        pair = record.get("commit_hash"), record.get("parent_commit")
+        if all(isinstance(v, str) and _SHA.fullmatch(v.strip().lower()) for v in pair):
+            links.append((pair[0].strip().lower(), pair[1].strip().lower()))  # type: ignore[union-attr]
+    return links
 
 
 def read_lines(path: Path) -> list[str]:
@@ -297,4 +356,5 @@ def load_plan(dataset: Path, blacklist: Path | None) -> DatasetPlan:
         entries.extend(garbage)
     kept = [e for e in entries if not (e.sha and is_blacklisted(e.sha, excluded))]
     dropped = tuple(e.sha for e in entries if e.sha and is_blacklisted(e.sha, excluded))
-    return DatasetPlan(tuple(kept), dropped)
+    links = () if dataset.suffix == ".txt" else tuple(record_links(lines))
+    return DatasetPlan(tuple(kept), dropped, shard_groups(links))

@@ -151,6 +151,13 @@ class Harness:
         """Every tag of the image repository, from the registry's paginated tag list."""
         return set(self.registry.tags(self.config.image.repository))
 
+    @staticmethod
+    def has_work(sha: str, pushed: set[str] | None, verify_only: bool) -> bool:
+        """--skip-pushed: a build has work when the tag is not pushed; --verify-only when it is."""
+        if pushed is None:
+            return True
+        return (sha in pushed) if verify_only else (sha not in pushed)
+
     def skip_reason(self, sha: str, pushed: set[str]) -> str | None:
         """--skip-pushed: why this commit needs no work, or None when it does."""
         is_pushed = sha in pushed
@@ -187,7 +194,8 @@ class Harness:
         if sha != spec.sha:
             record("sha", sha)
         image = BuiltImage(sha, self.config.image.ref(sha))
-        record("image", image.ref)
+        if not self.config.prepare_only:
+            record("image", image.ref)
         if self.config.verify_only:
             image.patched = self.patched_files(sha)
             self.fetch_existing(image, record)
@@ -196,7 +204,7 @@ class Harness:
         try:
             prepared = self.prepare(spec, ctx, image, record)
             if self.config.prepare_only:
-                prepared.write_to(self.config.out_dir or Path("."), sha)
+                record("prepared", str(prepared.write_to(self.config.out_dir or Path("."), sha)))
             else:
                 self.build(prepared, ctx, image, record)
         finally:

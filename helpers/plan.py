@@ -1,6 +1,6 @@
 """Plan: how many commits a run has and which shards hold some, for the workflow's job matrix.
 
-    python -m helpers.plan --project sglang --batch-size 20 --shards 4
+    python -m helpers.plan --project sglang --batch-size 20 --shards 4 [--skip-pushed --namespace U]
 
 Writes `count`, `matrix` (`{"shard": ["1/4", "3/4", ...]}`, only shards with work) and
 `dataset` to $GITHUB_OUTPUT when it is set, else to standard output. A run with no commits
@@ -14,26 +14,35 @@ import os
 import sys
 from pathlib import Path
 
-from helpers.config import default_dataset
-from helpers.dataset import CommitSpec, in_shard, load_plan
-from helpers.errors import ConfigError
+from helpers.config import ImageName, default_dataset
+from helpers.dataset import CommitSpec, in_shard, load_plan, select
+from helpers.errors import ConfigError, HarnessError
 from helpers.profiles import builtin_profile
+from helpers.publish import RegistryAPI, resolve_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def shard_matrix(dataset: Path, blacklist: Path, batch_size: int | None, shards: int) -> tuple[int, list[str]]:
-    """(commits in the run, the shards that hold at least one), with the run's own selection rules."""
-    entries = list(load_plan(dataset, blacklist).entries)
-    commits = [e for e in entries if isinstance(e, CommitSpec)]
-    if batch_size is not None:
-        commits = commits[:max(batch_size, 0)]
-    invalid = [e for e in entries if not isinstance(e, CommitSpec)]
-    work = commits + invalid
+def shard_matrix(dataset: Path, blacklist: Path, batch_size: int | None, shards: int,
+                 pushed: set[str] | None = None) -> tuple[int, list[str]]:
+    """(commits the run will build, the shards that hold at least one), chosen by the run's own
+    selection (dataset.select: already pushed, then the batch, then the shards, pairs together)."""
+    plan = load_plan(dataset, blacklist)
+    work = select(plan.entries, lambda e: pushed is None or e.sha not in pushed, batch_size, None)
+    building = [e for e in work if not isinstance(e, CommitSpec) or pushed is None or e.sha not in pushed]
+    commits = [e for e in building if isinstance(e, CommitSpec)]
     if not commits:
         return 0, []
-    count = max(1, min(shards, len(work)))
-    return len(commits), [f"{i}/{count}" for i in range(1, count + 1) if any(in_shard(e, i, count) for e in work)]
+    count = max(1, min(shards, len(building)))
+    return len(commits), [f"{i}/{count}" for i in range(1, count + 1)
+                          if any(in_shard(e, i, count, plan.groups) for e in building)]
+
+
+def pushed_tags(registry: str, namespace: str, image_name: str) -> set[str]:
+    """The image repository's tags, listed as the run lists them (credentials for Docker Hub only)."""
+    image = ImageName(registry, namespace, image_name)
+    api = RegistryAPI(registry, resolve_credentials(registry))
+    return set(api.tags(image.repository))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blacklist", default=str(ROOT / "data" / "blacklist.txt"))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--skip-pushed", action="store_true", help="count only commits not yet pushed")
+    parser.add_argument("--registry", default="docker.io")
+    parser.add_argument("--namespace", default=os.environ.get("DOCKERHUB_USERNAME", ""))
+    parser.add_argument("--image-name", help="default: the project's image name")
     args = parser.parse_args(argv)
     try:
         profile = builtin_profile(args.project)
@@ -51,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dataset = Path(args.dataset) if args.dataset else default_dataset(ROOT, profile).relative_to(ROOT)
     try:
-        count, shards = shard_matrix(dataset.resolve(), Path(args.blacklist), args.batch_size, max(args.shards, 1))
-    except OSError as e:
+        pushed = pushed_tags(args.registry, args.namespace, args.image_name or profile.image_name) \
+            if args.skip_pushed else None
+        count, shards = shard_matrix(dataset.resolve(), Path(args.blacklist), args.batch_size, max(args.shards, 1),
+                                     pushed)
+    except (OSError, HarnessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lines = [f"count={count}", f"matrix={json.dumps({'shard': shards})}", f"dataset={dataset}"]

@@ -104,7 +104,8 @@ class RunProgress:
             return None
         sha = properties.get("sha") or nodeid[nodeid.find("[") + 1:].rstrip("]")
         reasons = [line for line in reason.strip().splitlines() if line.strip() and not re.match(r"\[gw\d+\] ", line)]
-        detail = properties.get("image", "") if outcome == "passed" else (
+        detail = properties.get("image") or (f"prepared in {properties['prepared']}" if "prepared" in properties
+                                             else "") if outcome == "passed" else (
             properties.get("reason") or (reasons[0] if reasons else ""))[:160]
         done = Finished(sha, properties.get("roles", ""), outcome,
                         properties.get("category", "" if outcome != "failed" else "infra_error"),

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from helpers.publish import MANIFEST_TYPES
+from tests.conftest import ROOT
 from tests.minirepo import git, record
 
 pytestmark = pytest.mark.docker
@@ -289,3 +290,35 @@ def test_verify_only_verifies_what_the_registry_serves_not_the_local_image(harne
     local = harness_runner.run(mini_repo.path, "--verify-only", "--no-push", "-k", child)
     assert local.outcomes[child].status == "success", local.output
     docker_client.images.remove(f"{genuine}-genuine", force=True)
+
+
+def plan_count(runner, *extra: str) -> int:
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "helpers.plan", "--dataset", str(runner.dataset), "--blacklist",
+                           str(runner.blacklist), "--batch-size", "4", "--shards", "2", "--skip-pushed",
+                           "--registry", runner.registry, "--namespace", "test", "--image-name", runner.image_name,
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return int(dict(line.split("=", 1) for line in done.stdout.splitlines())["count"])
+
+
+def test_batches_with_skip_pushed_progress_through_the_dataset(harness_runner, mini_repo):
+    for i in range(10):
+        mini_repo.commit(f"change {i}", {"python/sglang/srt/scheduler.py": f"BATCH = {100 + i}\n"})
+    harness_runner.dataset = harness_runner.workdir / "commits.txt"
+    harness_runner.write_dataset(*mini_repo.commits)
+    built: list[str] = []
+    for _ in range(3):
+        assert plan_count(harness_runner) == 4                 # the workflow's plan counts what will be built
+        run = harness_runner.run(mini_repo.path, "--batch-size", "4", "--skip-pushed", "-n", "2")
+        assert run.returncode == 0, run.output
+        done = [sha for sha, o in run.outcomes.items() if o.status == "success"]
+        assert len(done) == 4 and all(o.status in ("success", "skipped") for o in run.outcomes.values())
+        built += done
+    assert sorted(built) == sorted(mini_repo.commits)
+    assert plan_count(harness_runner) == 0
+    again = harness_runner.run(mini_repo.path, "--lf")              # the last run had no failures
+    assert again.returncode == 5 and again.outcomes == {}
+    assert "no previously failed tests, deselecting all items" in again.output
