@@ -39,9 +39,11 @@ class Credentials:
 
 
 def resolve_credentials(registry: str, environ: dict[str, str] | None = None) -> Credentials | None:
-    """Environment first (DOCKERHUB_USERNAME + DOCKERHUB_TOKEN), then Docker's config and helpers."""
+    """For Docker Hub, DOCKERHUB_USERNAME + DOCKERHUB_TOKEN first; for every registry, Docker's own
+    credential store (`docker login`, ~/.docker/config.json, credential helpers) as the Docker SDK
+    resolves it. Docker Hub's token never goes to another registry."""
     env = os.environ if environ is None else environ
-    if env.get("DOCKERHUB_TOKEN"):
+    if registry in DOCKER_HUB and env.get("DOCKERHUB_TOKEN"):
         if not env.get("DOCKERHUB_USERNAME"):
             raise ConfigError("DOCKERHUB_TOKEN is set but DOCKERHUB_USERNAME is not")
         return Credentials(env["DOCKERHUB_USERNAME"], env["DOCKERHUB_TOKEN"])
@@ -103,31 +105,48 @@ def _push_once(client: docker.DockerClient, repository: str, tag: str,
 class RegistryAPI:
     """Minimal Distribution API client: token/basic auth challenges, manifests, paginated tags."""
 
-    def __init__(self, registry: str, credentials: Credentials | None, timeout: float = 30):
+    def __init__(self, registry: str, credentials: Credentials | None, timeout: float = 30,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         host = "registry-1.docker.io" if registry in DOCKER_HUB else registry
         loopback = re.match(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$", host)
         self.base = f"{'http' if loopback else 'https'}://{host}"
         self.credentials = credentials
         self.timeout = timeout
         self.session = requests.Session()
-        self._tokens: dict[str, str] = {}
+        self.clock, self.sleep = clock, sleep
+        self._tokens: dict[str, tuple[str, float]] = {}       # scope -> (token, when it expires)
+        self._basic = False                                    # the registry asked for basic auth
 
-    def _auth_header(self, challenge: str, scope_hint: str) -> dict[str, str]:
-        scheme, _, params = challenge.partition(" ")
+    def _fresh_token(self, scope: str) -> str | None:
+        token, expires = self._tokens.get(scope, ("", 0.0))
+        return token if token and self.clock() < expires else None
+
+    def _fetch_token(self, challenge: dict[str, str], scope: str) -> str:
+        """A bearer token from the challenge's realm, kept until shortly before `expires_in` runs out
+        (60 s when the server does not say, as the token specification has it)."""
+        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        query = {"service": challenge.get("service", ""), "scope": scope}
+        answer = self.session.get(challenge["realm"], params=query, auth=auth, timeout=self.timeout)
+        if answer.status_code in (401, 403):
+            raise InfraError(f"the token server of {self.base} refused the credentials ({answer.status_code})")
+        answer.raise_for_status()
+        body = answer.json()
+        token = body.get("token") or body.get("access_token", "")
+        lifetime = float(body.get("expires_in") or 60)
+        self._tokens[scope] = (token, self.clock() + max(lifetime * 0.9, lifetime - 10))
+        return token
+
+    def _answer_challenge(self, header: str, scope: str) -> dict[str, str]:
+        """Headers for the retry of a request the registry answered 401, from its challenge."""
+        scheme, _, params = header.partition(" ")
         if scheme.lower() == "basic":
             if not self.credentials:
                 raise InfraError(f"{self.base} wants a login and no credentials were found")
+            self._basic = True
             return {}
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-        scope = fields.get("scope", scope_hint)
-        if scope not in self._tokens:
-            auth = (self.credentials.username, self.credentials.password) if self.credentials else None
-            query = {"service": fields.get("service", ""), "scope": scope}
-            answer = self.session.get(fields["realm"], params=query, auth=auth, timeout=self.timeout)
-            answer.raise_for_status()
-            body = answer.json()
-            self._tokens[scope] = body.get("token") or body.get("access_token", "")
-        return {"Authorization": f"Bearer {self._tokens[scope]}"}
+        scope = fields.get("scope", scope)
+        return {"Authorization": f"Bearer {self._fetch_token(fields, scope)}"}
 
     def request(self, method: str, path_or_url: str, repository: str, headers: dict[str, str],
                 attempts: int = 3) -> requests.Response:
@@ -141,17 +160,23 @@ class RegistryAPI:
             except requests.RequestException as e:
                 if attempt == attempts - 1:
                     raise InfraError(f"registry {self.base} cannot be reached: {type(e).__name__}: {e}") from e
-            time.sleep(0.5 * 2 ** attempt)
+            self.sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
 
     def _authorised(self, method: str, url: str, repository: str, headers: dict[str, str]) -> requests.Response:
-        answer = self.session.request(method, url, headers=headers, timeout=self.timeout)
-        if answer.status_code == 401 and "WWW-Authenticate" in answer.headers:
-            extra = self._auth_header(answer.headers["WWW-Authenticate"], f"repository:{repository}:pull")
-            basic = (self.credentials.username, self.credentials.password) if self.credentials and not extra \
-                else None
-            answer = self.session.request(method, url, headers={**headers, **extra}, auth=basic, timeout=self.timeout)
-        return answer
+        """The call with the credentials it needs: a cached token while it lives; on a 401, the
+        challenge answered once (a token that expired early is fetched anew) and the call repeated."""
+        scope = f"repository:{repository}:pull"
+        basic = (self.credentials.username, self.credentials.password) if self.credentials and self._basic else None
+        token = self._fresh_token(scope)
+        sent = {**headers, "Authorization": f"Bearer {token}"} if token else headers
+        answer = self.session.request(method, url, headers=sent, auth=basic, timeout=self.timeout)
+        if answer.status_code != 401 or "WWW-Authenticate" not in answer.headers:
+            return answer
+        self._tokens.pop(scope, None)
+        extra = self._answer_challenge(answer.headers["WWW-Authenticate"], scope)
+        basic = (self.credentials.username, self.credentials.password) if self.credentials and not extra else None
+        return self.session.request(method, url, headers={**headers, **extra}, auth=basic, timeout=self.timeout)
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """The digest the registry serves for a tag, None when the tag does not exist."""

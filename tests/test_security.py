@@ -17,7 +17,9 @@ from tests.minirepo import dockerfile
 pytestmark = pytest.mark.docker
 
 
-def test_the_token_is_used_but_never_shown(harness_runner, pair_dataset, mini_repo, auth_registry):
+def test_the_token_is_used_but_never_shown(harness_runner, pair_dataset, mini_repo, auth_registry, tmp_path):
+    """The registry's password comes from `docker login`'s store (DOCKERHUB_TOKEN is Docker Hub's only)."""
+    from tests.test_registry_auth import docker_login
     parent, child = pair_dataset
     harness_runner.registry = auth_registry
     seen: list[str] = []
@@ -30,7 +32,7 @@ def test_the_token_is_used_but_never_shown(harness_runner, pair_dataset, mini_re
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    env = {"DOCKERHUB_USERNAME": REGISTRY_USER, "DOCKERHUB_TOKEN": REGISTRY_TOKEN}
+    env = {"DOCKER_CONFIG": str(docker_login(tmp_path / "login", auth_registry, REGISTRY_USER, REGISTRY_TOKEN))}
     try:
         first = harness_runner.run(mini_repo.path, "-k", parent, env=env)
         again = harness_runner.run(mini_repo.path, "--skip-pushed", "-n", "2", env=env)
