@@ -35,6 +35,11 @@ class ImageName:
     def is_docker_hub(self) -> bool:
         return self.registry in DOCKER_HUB
 
+    @property
+    def full_name(self) -> str:
+        """`registry/namespace/name`: what the status lists belong to."""
+        return "/".join(part for part in (self.registry, self.namespace, self.name) if part)
+
     def ref(self, sha: str) -> str:
         prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
         return f"{prefix}/{self.name}:{sha}"

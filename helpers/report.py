@@ -129,10 +129,30 @@ def write_status(folder: Path, statuses: dict[str, str]) -> None:
         atomic_write(path, render_list(status, shas))
 
 
-def update_status_from_junit(junit: Path, folder: Path) -> list[Outcome]:
-    """Merge one JUnit file's outcomes into the status lists; return those outcomes."""
+OWNER_FILE = "image-repository.txt"
+
+
+def status_owner(folder: Path) -> str | None:
+    """The image repository (registry/namespace/name) the status lists describe, when they say."""
+    path = folder / OWNER_FILE
+    return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
+
+
+def owner_conflict(folder: Path, repository: str) -> str | None:
+    """Why lists of another image repository must not take this run's results, else None."""
+    owner = status_owner(folder)
+    if owner is None or owner == repository:
+        return None
+    return (f"the status lists in {folder} describe {owner}, not {repository}; they were left as they are "
+            f"(give --status-dir to keep this run's lists in a folder of their own)")
+
+
+def update_status_from_junit(junit: Path, folder: Path, repository: str) -> list[Outcome]:
+    """Merge one JUnit file's outcomes into the status lists of this image repository; return them."""
     outcomes = read_junit(junit)
     write_status(folder, merge(read_status(folder), outcomes))
+    if status_owner(folder) is None:
+        atomic_write(folder / OWNER_FILE, repository + "\n")
     return outcomes
 
 

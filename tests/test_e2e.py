@@ -322,3 +322,14 @@ def test_batches_with_skip_pushed_progress_through_the_dataset(harness_runner, m
     again = harness_runner.run(mini_repo.path, "--lf")              # the last run had no failures
     assert again.returncode == 5 and again.outcomes == {}
     assert "no previously failed tests, deselecting all items" in again.output
+
+
+def test_a_run_against_another_image_repository_leaves_the_status_lists_alone(harness_runner, pair_dataset,
+                                                                              mini_repo):
+    parent, child = pair_dataset
+    first = harness_runner.run(mini_repo.path)
+    assert first.statuses == {parent: "success", child: "success"}
+    wrong = harness_runner.run(mini_repo.path, "--verify-only", "--image-name=some-other-image", "-k", child)
+    assert wrong.outcomes[child].status == "image_not_found"
+    assert "status lists not written" in wrong.output and "some-other-image" in wrong.output
+    assert wrong.statuses == {parent: "success", child: "success"}          # nothing moved

@@ -69,7 +69,7 @@ def test_real_status_lists_survive_a_run_unchanged_but_for_its_commits(shared_da
     some = next(iter(before))
     j = tmp_path / "j.xml"
     j.write_text(junit(case(some, '<failure message="x"/>', "verify_import")))
-    update_status_from_junit(j, status)
+    update_status_from_junit(j, status, "docker.io/u/nvidia-sglang-docker")
     after = read_status(status)
     assert after.pop(some) == "verify_import"
     assert after == {k: v for k, v in before.items() if k != some}
@@ -122,3 +122,26 @@ def test_fold_command_writes_the_summary_where_github_reads_it(tmp_path: Path, m
     assert main(["fold", str(tmp_path / "missing.xml")]) == 2
     (tmp_path / "bad.xml").write_text("<not closed")
     assert main(["fold", str(tmp_path / "bad.xml"), "--status-dir", str(tmp_path / "s")]) == 2
+
+
+def test_status_lists_belong_to_one_image_repository(tmp_path: Path):
+    from helpers.report import owner_conflict, status_owner
+    status = tmp_path / "commit-status"
+    j = tmp_path / "j.xml"
+    j.write_text(junit(case("a" * 40)))
+    update_status_from_junit(j, status, "docker.io/u/img")
+    assert status_owner(status) == "docker.io/u/img"
+    assert owner_conflict(status, "docker.io/u/img") is None
+    assert "describe docker.io/u/img, not docker.io/u/other" in owner_conflict(status, "docker.io/u/other")
+
+
+def test_a_second_run_folds_onto_the_first_runs_committed_lists(tmp_path: Path):
+    from helpers.report import fold
+    status = tmp_path / "commit-status"          # as checked out from git: the first run's lists
+    first = tmp_path / "first.xml"
+    first.write_text(junit(case("a" * 40) + case("b" * 40, '<failure message="x"/>', "build_failed")))
+    update_status_from_junit(first, status, "docker.io/u/img")
+    second = tmp_path / "second.xml"
+    second.write_text(junit(case("b" * 40) + case("c" * 40, '<failure message="x"/>', "verify_import")))
+    fold([second], status)
+    assert read_status(status) == {"a" * 40: "success", "b" * 40: "success", "c" * 40: "verify_import"}

@@ -91,3 +91,14 @@ def test_each_verified_image_is_attested_with_the_harness_predicate(tmp_path):
     predicate = (tmp_path / "predicates" / f"{'1' * 40}.json").read_text()
     assert '"commit": "' + "1" * 40 in predicate and '"checks"' in predicate
     assert attest["with"]["predicate-path"] == "predicates/${{ matrix.commit }}.json"
+
+
+def test_the_status_lists_accumulate_in_git_one_folder_per_project():
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())["jobs"]
+    steps = jobs["report"]["steps"]
+    fold = next(s["run"] for s in steps if "helpers.report fold" in s.get("run", ""))
+    assert '--status-dir "commit-status/$PROJECT"' in fold
+    commit = next(s["run"] for s in steps if "git push" in s.get("run", ""))
+    assert 'git add "commit-status/$PROJECT"' in commit and "git pull -q --rebase" in commit
+    assert jobs["report"]["permissions"]["contents"] == "write"
+    assert "commit-status/" not in (ROOT / ".gitignore").read_text()
