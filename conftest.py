@@ -17,6 +17,7 @@ from helpers.config import make_config
 from helpers.errors import CATEGORIES, ConfigError, DatasetInvalid, HarnessError, InfraError
 from helpers.pipeline import Harness, Produced
 from helpers.progress import Followers, RunProgress
+from helpers.publish import ensure_local_registry
 
 ROOT = Path(__file__).parent
 SUITE = ROOT / "build_suite"
@@ -194,10 +195,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     harness = Harness(cfg)
     try:
         harness.check_engine()
+        if cfg.local_registry and (cfg.push or cfg.verify_only or cfg.skip_pushed):
+            ensure_local_registry(harness.docker, int(cfg.image.registry.rsplit(":", 1)[1]))
         if cfg.skip_pushed:
             config.harness_pushed = harness.pushed_tags()
     except InfraError as e:
         raise pytest.UsageError(f"stopping before any commit: {e.message}") from e
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    cfg = config.harness_config
+    if cfg is None or not cfg.local_registry or cfg.no_push or cfg.prepare_only:
+        return []
+    return [f"images go to the harness's own registry {cfg.image.registry} (container commit-image-harness-registry-"
+            f"{cfg.image.registry.rsplit(':', 1)[1]}, left running so other machines can pull); to push to Docker "
+            "Hub instead, set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (or docker login), or pass --namespace"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

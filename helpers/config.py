@@ -61,6 +61,7 @@ class HarnessConfig:
     session_id: str
     push: bool = True
     no_push: bool = False            # --no-push: nothing goes to or comes from the registry
+    local_registry: bool = False     # no registry or namespace given: the harness runs a registry itself
     verify_only: bool = False
     platform: str = "linux/amd64"
     docker_client: str | None = None
@@ -85,6 +86,10 @@ class HarnessConfig:
     out_dir: Path | None = None
     dependency_layer: bool = True
     package_cache: bool = True
+
+
+def local_registry_port() -> int:
+    return int(os.environ.get("HARNESS_LOCAL_REGISTRY_PORT") or 5000)
 
 
 def default_cache_dir() -> Path:
@@ -152,7 +157,11 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
     namespace = options.get("namespace")
     if namespace is None:
         namespace = os.environ.get("DOCKERHUB_USERNAME", "")
-    registry = options.get("registry") or "docker.io"
+    local_registry = not options.get("registry") and not namespace
+    if local_registry:                     # nowhere to push was named: the harness's own registry
+        registry, namespace = f"localhost:{local_registry_port()}", "harness"
+    else:
+        registry = options.get("registry") or "docker.io"
     push = not options.get("no_push") and not options.get("verify_only") and not prepare_only
     if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
         raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
@@ -173,6 +182,7 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         image=ImageName(registry, namespace, options.get("image_name") or profile.image_name),
         session_id=session_id,
         push=push,
+        local_registry=local_registry,
         no_push=bool(options.get("no_push")),
         verify_only=bool(options.get("verify_only")),
         platform=options.get("platform") or "linux/amd64",

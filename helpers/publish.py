@@ -202,6 +202,36 @@ class RegistryAPI:
                 url = self.base + url if url.startswith("/") else f"{self.base}/{url}"
 
 
+LOCAL_REGISTRY_IMAGE = "registry:2"
+
+
+def ensure_local_registry(client: docker.DockerClient, port: int, timeout: float = 60,
+                          sleep: Callable[[float], None] = time.sleep) -> str:
+    """The harness's own registry on this machine (`registry:2`, its data in a named volume), started
+    when it is not running and left running afterwards, so other machines can pull from it."""
+    name = f"commit-image-harness-registry-{port}"
+    try:
+        container = client.containers.get(name)
+        if container.status != "running":
+            container.start()
+    except docker.errors.NotFound:
+        try:
+            client.containers.run(LOCAL_REGISTRY_IMAGE, name=name, detach=True, restart_policy={"Name": "always"},
+                                  ports={"5000/tcp": port}, volumes={name: {"bind": "/var/lib/registry", "mode": "rw"}})
+        except docker.errors.DockerException as e:
+            raise InfraError(f"could not start the local registry on port {port}: {e}") from e
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"http://localhost:{port}/v2/", timeout=5).status_code in (200, 401):
+                return name
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise InfraError(f"the local registry {name} did not answer on port {port} within {timeout:.0f}s")
+        sleep(0.2)
+
+
 def confirm_pushed(api: RegistryAPI, image: ImageName, sha: str, pushed_digest: str) -> None:
     """The registry must serve the pushed digest under the commit's tag."""
     served = api.manifest_digest(image.repository, sha)

@@ -333,3 +333,42 @@ def test_a_run_against_another_image_repository_leaves_the_status_lists_alone(ha
     assert wrong.outcomes[child].status == "image_not_found"
     assert "status lists not written" in wrong.output and "some-other-image" in wrong.output
     assert wrong.statuses == {parent: "success", child: "success"}          # nothing moved
+
+
+def test_the_main_command_without_a_namespace_pushes_to_a_registry_the_harness_starts(
+        harness_runner, pair_dataset, mini_repo, docker_client, base_image):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from tests.conftest import BASE_MAP
+    parent, child = pair_dataset
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = harness_runner.workdir
+    argv = [sys.executable, "-m", "pytest", "-n", "2", f"--dataset={harness_runner.dataset}",
+            f"--repo-url={mini_repo.path}", f"--base-image-map={BASE_MAP}", f"--image-name={harness_runner.image_name}",
+            f"--cache-dir={w / 'cache'}", f"--log-dir={w / 'logs'}", f"--status-dir={w / 'status'}",
+            f"--junitxml={w / 'reports' / 'junit.xml'}", f"--attestation-dir={w / 'att'}", "-p", "no:cacheprovider"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKERHUB_")}
+    env["HARNESS_LOCAL_REGISTRY_PORT"] = str(port)
+    name = f"commit-image-harness-registry-{port}"
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"images go to the harness's own registry localhost:{port}" in done.stdout
+        for sha in (parent, child):
+            answer = requests.head(f"http://localhost:{port}/v2/harness/{harness_runner.image_name}/manifests/{sha}",
+                                   headers={"Accept": MANIFEST_TYPES}, timeout=10)
+            assert answer.status_code == 200
+        assert docker_client.containers.get(name).status == "running"           # left running for others
+    finally:
+        for tag in [t for image in docker_client.images.list() for t in image.tags
+                    if f"/harness/{harness_runner.image_name}:" in t]:
+            docker_client.images.remove(tag, force=True)
+        try:
+            docker_client.containers.get(name).remove(force=True)
+            docker_client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
