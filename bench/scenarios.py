@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -219,3 +220,34 @@ def parallel(ws: Workspace, commits: int = 8, slow: int = 6) -> list[Figure]:
     ratio = walls["2"] / walls["1"]
     return [Figure("parallel", f"-n 2 {walls['2']:.1f} s / -n 1 {walls['1']:.1f} s ({commits} commits)",
                    ratio, "(2 cores: 0.5 at best)", None)]
+
+
+def build_path(ws: Workspace, client: docker.DockerClient, gigabytes: int = 2) -> list[Figure]:
+    """What buildx's docker-container driver with --load adds to a build straight into the engine: the
+    image exported as a tarball and loaded again (measured as `docker save | docker load`, a lower
+    bound: buildx also compresses the layers it exports), on an image with a 2 GB layer."""
+    context = ws.root / "big-layer"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {ws.base_image}\nARG SALT\n"
+                                        f"RUN echo $SALT && head -c {gigabytes}G /dev/urandom > /blob\n")
+    ref = f"bench.local/big-layer:{uuid.uuid4().hex[:8]}"
+    driver = build.detect_driver()
+    argv = [driver.client, *(["buildx", "build", "--load"] if driver.kind == "buildx" else ["build"]), "-q",
+            "--build-arg", f"SALT={uuid.uuid4().hex}", "-t", ref, str(context)]
+    try:
+        built = timed(lambda: subprocess.run(argv, check=True, capture_output=True,
+                                             env={**os.environ, "DOCKER_BUILDKIT": "1"}))
+        copied = timed(lambda: copy_through_tarball(ref))
+    finally:
+        client.images.remove(ref, force=True)
+    ratio = (built + copied) / built
+    return [Figure("build path", f"build + export/load {built + copied:.1f} s / build into the engine {built:.1f} s "
+                                 f"({gigabytes} GB layer)", ratio, "(decides the workflow's driver)", None)]
+
+
+def copy_through_tarball(ref: str) -> None:
+    save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+    load = subprocess.run(["docker", "load", "-q"], stdin=save.stdout, capture_output=True, check=True)
+    save.stdout.close()
+    if save.wait() != 0 or not load.stdout:
+        raise RuntimeError(f"docker save | docker load of {ref} failed")

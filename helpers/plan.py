@@ -2,7 +2,8 @@
 
     python -m helpers.plan --project sglang --batch-size 20 --shards 4 [--skip-pushed --namespace U]
 
-Writes `count`, `matrix` (`{"shard": ["1/4", "3/4", ...]}`, only shards with work) and
+Writes `count`, `matrix` (`{"include": [{"shard": "1/4", "commits": "<sha> or <sha> ..."}, ...]}`,
+only shards with work, each with the `-k` expression of its commits) and
 `dataset` to $GITHUB_OUTPUT when it is set, else to standard output. A run with no commits
 gives count 0; the workflow then skips the build jobs and says so.
 """
@@ -24,9 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def shard_matrix(dataset: Path, blacklist: Path, batch_size: int | None, shards: int,
-                 pushed: set[str] | None = None) -> tuple[int, list[str]]:
-    """(commits the run will build, the shards that hold at least one), chosen by the run's own
-    selection (dataset.select: already pushed, then the batch, then the shards, pairs together)."""
+                 pushed: set[str] | None = None) -> tuple[int, list[dict[str, str]]]:
+    """(commits the run will build, one matrix entry per shard with work), chosen by the run's own
+    selection (dataset.select: already pushed, then the batch, then the shards, pairs together).
+    Each entry names its commits as a `-k` expression, so a shard builds exactly what was planned
+    even when other shards push while it starts."""
     plan = load_plan(dataset, blacklist)
     work = select(plan.entries, lambda e: pushed is None or e.sha not in pushed, batch_size, None)
     building = [e for e in work if not isinstance(e, CommitSpec) or pushed is None or e.sha not in pushed]
@@ -34,8 +37,12 @@ def shard_matrix(dataset: Path, blacklist: Path, batch_size: int | None, shards:
     if not commits:
         return 0, []
     count = max(1, min(shards, len(building)))
-    return len(commits), [f"{i}/{count}" for i in range(1, count + 1)
-                          if any(in_shard(e, i, count, plan.groups) for e in building)]
+    matrix = []
+    for i in range(1, count + 1):
+        mine = [e.sha if e.sha else e.test_id for e in building if in_shard(e, i, count, plan.groups)]
+        if mine:
+            matrix.append({"shard": f"{i}/{count}", "commits": " or ".join(dict.fromkeys(mine))})
+    return len(commits), matrix
 
 
 def pushed_tags(registry: str, namespace: str, image_name: str) -> set[str]:
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, HarnessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    lines = [f"count={count}", f"matrix={json.dumps({'shard': shards})}", f"dataset={dataset}"]
+    lines = [f"count={count}", f"matrix={json.dumps({'include': shards})}", f"dataset={dataset}"]
     target = os.environ.get("GITHUB_OUTPUT")
     if target:
         with open(target, "a", encoding="utf-8") as out:

@@ -341,6 +341,7 @@ def test_the_main_command_without_a_namespace_pushes_to_a_registry_the_harness_s
     import socket
     import subprocess
     import sys
+
     from tests.conftest import BASE_MAP
     parent, child = pair_dataset
     with socket.socket() as s:

@@ -15,10 +15,12 @@ def write(tmp_path, *shas):
     return path
 
 
-def test_matrix_holds_only_shards_with_work(tmp_path):
+def test_matrix_holds_only_shards_with_work_each_naming_exactly_its_commits(tmp_path):
     count, shards = shard_matrix(write(tmp_path, A, B, C), tmp_path / "none.txt", None, 8)
-    assert count == 3 and len(shards) <= 3
-    assert all(any(in_shard_of(sha, s) for sha in (A, B, C)) for s in shards)
+    assert count == 3 and 1 <= len(shards) <= 3
+    named = [sha for entry in shards for sha in entry["commits"].split(" or ")]
+    assert sorted(named) == sorted([A, B, C])
+    assert all(in_shard_of(sha, entry["shard"]) for entry in shards for sha in entry["commits"].split(" or "))
 
 
 def in_shard_of(sha, shard):
@@ -36,7 +38,7 @@ def test_plan_writes_github_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_OUTPUT", str(tmp_path / "out"))
     assert main(["--dataset", str(write(tmp_path, A)), "--shards", "3"]) == 0
     out = dict(line.split("=", 1) for line in (tmp_path / "out").read_text().splitlines())
-    assert out["count"] == "1" and json.loads(out["matrix"]) == {"shard": ["1/1"]}
+    assert out["count"] == "1" and json.loads(out["matrix"]) == {"include": [{"shard": "1/1", "commits": A}]}
     assert main(["--project", "nope"]) == 2
     assert main(["--dataset", str(tmp_path / "missing.jsonl")]) == 2
 

@@ -13,8 +13,9 @@ from tests.conftest import ROOT
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 # Example values for the variables the workflows' run steps use; a new variable must be added here.
 EXAMPLES = {"PARALLEL": "2", "PROJECT": "sglang", "DATASET": "data/sglang_track_all.json", "BATCH": "5",
-            "SHARD": "1/1", "push_flag": "--skip-pushed", "JUNIT": "{junit}",
-            "CACHE_REF": "docker.io/someone/nvidia-sglang-docker-buildcache:sglang"}
+            "SHARD": "1/1", "push_flag": "--skip-pushed", "JUNIT": "{junit}", "REGISTRY": "ghcr.io",
+            "NAMESPACE": "someone",
+            "COMMITS": "6b231325b9782555eb8e1cfcf27820003a98382b or b1c8d4e9f31953560f2db45a3b6e68099ef00c13"}
 
 
 def test_both_workflows_exist():
@@ -102,3 +103,18 @@ def test_the_status_lists_accumulate_in_git_one_folder_per_project():
     assert 'git add "commit-status/$PROJECT"' in commit and "git pull -q --rebase" in commit
     assert jobs["report"]["permissions"]["contents"] == "write"
     assert "commit-status/" not in (ROOT / ".gitignore").read_text()
+
+
+def test_the_build_jobs_run_where_asked_build_into_the_engine_and_can_push_to_ghcr():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())
+    inputs = workflow[True]["workflow_dispatch"]["inputs"]         # YAML reads the `on` key as True
+    assert inputs["registry"]["options"] == ["docker.io", "ghcr.io"] and inputs["runner"]["type"] == "string"
+    build = workflow["jobs"]["build"]
+    assert "inputs.runner" in build["runs-on"] and build["permissions"]["packages"] == "write"
+    buildx = next(s for s in build["steps"] if s.get("uses", "").startswith("docker/setup-buildx-action"))
+    assert buildx["with"]["driver"] == "docker"                     # no export and re-import of each image
+    logins = [s for s in build["steps"] if s.get("uses", "").startswith("docker/login-action")]
+    ghcr = next(s for s in logins if s["with"].get("registry") == "ghcr.io")
+    assert ghcr["with"]["password"] == "${{ secrets.GITHUB_TOKEN }}"
+    run = next(s for s in build["steps"] if "-m pytest" in s.get("run", ""))
+    assert '-k "$COMMITS"' in run["run"] and "DOCKERHUB_TOKEN" not in run.get("env", {})
