@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _pytest.junitxml import LogXML
 
 from helpers import dataset, report
 from helpers.config import make_config
@@ -282,6 +283,16 @@ def failure_category(error: BaseException) -> tuple[str, str]:
         return category, first[:300]
     return "infra_error", f"{type(error).__name__}: {first}"[:300]
 
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The JUnit file is written beside its final name and moved there at the end (pytest_unconfigure):
+    pytest's own summary line names the final file, not the temporary one."""
+    final = getattr(session.config, "harness_junit", None)
+    for plugin in session.config.pluginmanager.get_plugins() if final else ():
+        if isinstance(plugin, LogXML):
+            plugin.logfile = str(final)
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

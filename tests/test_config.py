@@ -54,3 +54,12 @@ def test_fixes_are_the_profiles_plus_enabled_minus_disabled():
     c = config(project="vllm", disable_fix=["pin_outlines"])
     assert "pin_outlines" not in c.fixes and "no_git_mount" in c.fixes
     assert config(enable_fix=["pin_outlines"]).fixes == {"dockerfile_syntax", "no_git_mount", "pin_outlines"}
+
+
+def test_the_vllm_role_marker_is_registered():
+    import configparser
+    from pathlib import Path
+    ini = configparser.ConfigParser()
+    ini.read(Path(__file__).resolve().parent.parent / "pytest.ini")
+    markers = [line.split(":")[0].strip() for line in ini["pytest"]["markers"].splitlines() if line.strip()]
+    assert {"human", "parent", "commit", "dataset"} <= set(markers)

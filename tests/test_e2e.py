@@ -23,8 +23,10 @@ def test_pair_is_built_pushed_and_verified(harness_runner, pair_dataset, mini_re
     parent, child = pair_dataset
     run = harness_runner.run(mini_repo.path)
     assert run.returncode == 0, run.output
+    assert f"generated xml file: {harness_runner.workdir / 'reports' / 'junit.xml'}" in run.output   # not the .tmp
     outcomes = run.outcomes
     assert {sha: o.status for sha, o in outcomes.items()} == {child: "success", parent: "success"}
+    assert (harness_runner.workdir / "status" / "success.txt").stat().st_mode & 0o044 == 0o044   # others can read
     for sha, role in ((child, "human"), (parent, "parent")):
         props = outcomes[sha].properties
         assert props["roles"] == role and props["image"] == harness_runner.ref(sha)
