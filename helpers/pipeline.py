@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, publish, render, report, source, verify
+from helpers import build, image_facts, publish, render, report, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec
@@ -316,7 +316,7 @@ class Harness:
         """--verify-only: the image users pull, i.e. the digest the registry serves under the tag (pulled
         when the local image is another); with --no-push, the local image, which was never pushed."""
         if self.config.no_push:
-            verify.find_image(self.docker, image.ref)
+            image_facts.find_image(self.docker, image.ref)
             image.verified_ref = image.ref
             return
         repository = image.ref.rsplit(":", 1)[0]
@@ -330,7 +330,7 @@ class Harness:
         def pull() -> None:
             auth = self.credentials.auth_config() if self.credentials else None
             self.docker.images.pull(repository, tag=digest, auth_config=auth)
-        verify.find_image(self.docker, image.verified_ref, pull)
+        image_facts.find_image(self.docker, image.verified_ref, pull)
 
     def verify(self, image: BuiltImage) -> verify.Checks:
         """Files read from outside the image, one probe run inside, then every check; nothing raised yet."""
@@ -339,7 +339,7 @@ class Harness:
                                verify.expected_tree(self.config.profile, tree, image.patched),
                                version=self.scm_version(image.sha))
         try:
-            facts = verify.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
+            facts = image_facts.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
                                          self.config.verify_timeout,
                                          labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
                                          likely_copies=self.layout_seen[0], likely_metadata=self.layout_seen[1])

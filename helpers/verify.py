@@ -1,72 +1,26 @@
-"""Verify: read the image's files from outside it, run one probe inside it, then compare on the host.
+"""Verify: each check is a pure comparison of an image's facts (helpers/image_facts.py) with the commit.
 
-The image is untrusted. Every file that is compared with the commit's git tree (the package,
-the proof file, the install's metadata, the start-up hooks) is read by the harness from a
-created, never-started container through the Engine API and hashed here; nothing the image
-runs can change those bytes. Only what needs the image's interpreter (which copy `import`
-loads, with the image's own environment) runs inside, in one container (helpers/probe.py), and
-its report is cross-checked against the files read from outside. Checks are pure functions of
-those facts.
+The decisive check compares the code, not the claim: every copy of the package an import could
+reach, read from outside the image, against `git ls-tree` of the commit (patched files against
+their patched bytes), with nothing beside it that Python would load instead; the probe's report
+of what the import loaded is cross-checked against those copies.
 """
 from __future__ import annotations
 
-import base64
 import fnmatch
-import hashlib
-import io
 import json
 import posixpath
 import re
-import secrets
-import tarfile
 import urllib.parse
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import NamedTuple
 
-import docker
-import requests
-
-from helpers.errors import ImageNotFound, InfraError
-from helpers.probe import EARLY, MARK
+from helpers.image_facts import Facts, FileFacts, blob_hash, loaded_from
 from helpers.profiles import Profile
 
-PROBE_SOURCE = (Path(__file__).parent / "probe.py").read_text()
 REVISION_LABEL = "org.opencontainers.image.revision"
 STARTUP_ENV = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONINSPECT")
 EXTENSION = re.compile(r"\.(so|pyd)$|\.cpython-[^/]*\.so$|\.abi3\.so$")
-
-
-def blob_hash(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def record_hash(data: bytes) -> str:
-    """A wheel RECORD's hash field: sha256, urlsafe base64 without padding."""
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """One file read from outside the image: its git blob hash, its RECORD hash and, if small, its text."""
-
-    blob: str
-    record: str
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What was read from the image (outside) and what the probe reported (inside)."""
-
-    labels: dict[str, str]
-    probe: dict
-    env: dict[str, str] = field(default_factory=dict)
-    files: dict[str, FileFacts | None] = field(default_factory=dict)           # single files by path
-    copies: dict[str, dict[str, FileFacts]] = field(default_factory=dict)      # package copy -> its files
-    tampering: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,268 +83,6 @@ def expected_tree(profile: Profile, ls_tree: dict[str, str], patched: dict[str, 
 def declared(profile: Profile, path: str) -> bool:
     """A file a build writes into the package (generated source, compiled extension), not compared."""
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in profile.generated_files + profile.build_products)
-
-
-# --- reading from outside -------------------------------------------------------------------------
-
-
-class _Stream(io.RawIOBase):
-    """A file object over the Engine API's chunked archive stream, read once, front to back."""
-
-    def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.buffer, self.offset = chunks, memoryview(b""), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while self.offset >= len(self.buffer):
-            try:
-                self.buffer, self.offset = memoryview(next(self.chunks)), 0
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self.buffer) - self.offset)
-        target[:n] = self.buffer[self.offset:self.offset + n]
-        self.offset += n
-        return n
-
-
-class ImageFiles:
-    """The image's filesystem as a created, never-started container shows it through the Engine API."""
-
-    TEXT_LIMIT = 1 << 20
-
-    def __init__(self, client: docker.DockerClient, image_id: str, labels: dict[str, str]):
-        self.api = client.api
-        self.container = self.api.create_container(image_id, entrypoint=["/harness-never-started"], labels=labels,
-                                                   network_disabled=True)["Id"]
-
-    def close(self) -> None:
-        try:
-            self.api.remove_container(self.container, force=True)
-        except docker.errors.DockerException:
-            pass
-
-    def _archive(self, path: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
-        try:
-            chunks, _ = self.api.get_archive(self.container, path)
-        except docker.errors.NotFound:
-            return
-        with tarfile.open(fileobj=io.BufferedReader(_Stream(iter(chunks))), mode="r|") as tar:
-            for member in tar:
-                data = tar.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
-                yield member, data
-
-    def file(self, path: str, hops: int = 8) -> FileFacts | None:
-        """One regular file (symbolic links followed inside the image's root), None when absent."""
-        for member, data in self._archive(path):
-            if member.issym() and hops:
-                target = member.linkname if member.linkname.startswith("/") else \
-                    posixpath.join(posixpath.dirname(path), member.linkname)
-                return self.file(posixpath.normpath(target), hops - 1)
-            if data is None:
-                return None
-            return facts_of(data, keep_text=len(data) <= self.TEXT_LIMIT)
-        return None
-
-    def tree(self, path: str, texts: bool = False) -> dict[str, FileFacts]:
-        """Every file below a directory, by path relative to it (a symlink by its link text, as git does);
-        with `texts`, each file's text too (small metadata folders)."""
-        files: dict[str, FileFacts] = {}
-        top = posixpath.basename(path.rstrip("/"))
-        for member, data in self._archive(path):
-            rel = member.name[len(top) + 1:] if member.name.startswith(top + "/") else ""
-            if not rel:
-                continue
-            if member.issym():
-                files[rel] = facts_of(member.linkname.encode())
-            elif data is not None:
-                files[rel] = facts_of(data, keep_text=texts and len(data) <= self.TEXT_LIMIT)
-        return files
-
-
-def facts_of(data: bytes, keep_text: bool = False) -> FileFacts:
-    return FileFacts(blob_hash(data), record_hash(data), data.decode("utf-8", "replace") if keep_text else None)
-
-
-def find_image(client: docker.DockerClient, ref: str, pull: Callable[[], None] | None = None):
-    """The local image, else pulled (when a pull is given); ImageNotFound when neither works."""
-    try:
-        return client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        if pull is None:
-            raise ImageNotFound(f"image {ref} is not in the local engine") from None
-    try:
-        pull()
-        return client.images.get(ref)
-    except docker.errors.DockerException as e:
-        raise ImageNotFound(f"image {ref} is neither local nor pullable: {e}") from e
-
-
-# --- collecting ---------------------------------------------------------------------------------
-
-
-def probe_args(profile: Profile, workdir: str) -> dict[str, object]:
-    return {"distribution": profile.distribution, "import_name": profile.import_name,
-            "modules": list(profile.check_modules), "import_from_workdir": profile.import_from_workdir,
-            "extra_dirs": [workdir or "/", "/"]}
-
-
-def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
-              labels: dict[str, str], on_early: Callable[[dict], None] | None = None) -> tuple[dict, str]:
-    """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
-
-    `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on."""
-    nonce = secrets.token_hex(16)
-    command = ["-S", "-c", PROBE_SOURCE, json.dumps(probe_args(profile, workdir)), nonce]
-    container = client.containers.create(image_id, entrypoint=["python3"], command=command, network_disabled=True,
-                                         working_dir=None if profile.import_from_workdir else "/", labels=labels)
-    try:
-        container.start()
-        output = follow_output(container, f"{EARLY}{nonce} ", on_early)
-        status = container.wait(timeout=timeout)
-        errors = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
-    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as e:
-        raise InfraError(f"verification container of {image_id[:19]} gave no answer within {timeout:.0f}s: {e}") from e
-    finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.DockerException:
-            pass
-    return read_probe_output(output, nonce, status.get("StatusCode"), errors)
-
-
-def follow_output(container, early_prefix: str, on_early: Callable[[dict], None] | None) -> str:
-    """The container's standard output, followed until it exits; the early facts line handed on at once."""
-    lines: list[str] = []
-    pending = b""
-    for chunk in container.logs(stdout=True, stderr=False, stream=True, follow=True):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            line = raw.decode("utf-8", errors="replace")
-            if on_early is not None and line.startswith(early_prefix):
-                on_early(json.loads(line[len(early_prefix):]))
-                on_early = None
-            lines.append(line)
-    lines.append(pending.decode("utf-8", errors="replace"))
-    return "\n".join(lines)
-
-
-def read_probe_output(output: str, nonce: str, status: object, errors: str) -> tuple[dict, str]:
-    """The facts lines tagged with this run's nonce; any other facts line is the image's forgery.
-
-    The trusted phase's facts (printed before any of the image's code ran) win over the same
-    fields of the final line."""
-    lines = output.splitlines()
-    found: dict[str, dict | None] = {}
-    for marker in (EARLY, MARK):
-        marked = [line[len(marker):] for line in lines if line.startswith(marker)]
-        genuine = [line[len(nonce) + 1:] for line in marked if line.startswith(nonce + " ")]
-        if len(marked) > 1 or (marked and not genuine):
-            return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the "
-                        "probe's: start-up code tampers with verification")
-        found[marker] = json.loads(genuine[0]) if genuine else None
-    final = found[MARK]
-    if final is None:
-        return {"probe_error": f"the probe printed no facts (exit status {status}); is python3 on the "
-                               f"image's PATH?\n{errors[-2000:]}"}, ""
-    return {**final, **(found[EARLY] or {})}, ""
-
-
-def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
-                  labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
-                  likely_metadata: str | None = None) -> Facts:
-    """Labels and environment from the image's config, files read from outside, one probe run inside.
-
-    The Engine API answers each archive request in tens of milliseconds (it mounts the container's
-    filesystem each time, one request per container at a time), so the reads go out side by side,
-    each through a container of its own, alongside the probe's run. The start-up hook files (.pth,
-    customize modules, egg-links) are the ones the probe read before any of the image's Python
-    ran; they decide what is listed, never what is compared. `likely_copies` and `likely_metadata`
-    (where the previous image of the project had its copies and its metadata folder) are read at
-    once, before the probe names the real ones; a guess the probe does not confirm is dropped."""
-    image = client.images.get(ref)
-    config = image.attrs.get("Config") or {}
-    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        copies: dict[str, Future] = {}
-
-        def read_copies(paths: list[str]) -> None:
-            for path in paths:
-                if path not in copies:
-                    copies[path] = pool.submit(read_copy, ImageFiles(client, image.id, labels or {}), path, profile)
-
-        read_copies(list(likely_copies))
-        guessed_metadata = pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), likely_metadata, True) \
-            if likely_metadata else None
-        probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, lambda early: read_copies(early.get("copies") or []))
-        outside = ImageFiles(client, image.id, labels or {})
-        try:
-            proof = pool.submit(outside.file, profile.proof_file)
-            probe, tampering = probed.result()
-            dist_info = probe.get("dist_info")
-            metadata = None
-            if dist_info:
-                metadata = guessed_metadata if dist_info == likely_metadata else \
-                    pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), dist_info, True)
-            confirmed = copies_to_read(probe, profile.import_name)
-            read_copies(confirmed)
-            read: dict[str, FileFacts | None] = {path: facts_of(text.encode("utf-8"), keep_text=True)
-                                                 for path, text in (probe.get("hook_texts") or {}).items()}
-            read[profile.proof_file] = proof.result()
-            if metadata is not None:
-                read.update({f"{dist_info}/{name}": found for name, found in metadata.result().items()})
-            trees = {path: copies[path].result() for path in confirmed}
-        except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
-            raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
-        finally:
-            outside.close()
-    return Facts(image.labels or {}, probe, env, read, trees, tampering)
-
-
-def read_tree(outside: ImageFiles, path: str, texts: bool) -> dict[str, FileFacts]:
-    try:
-        return outside.tree(path, texts)
-    finally:
-        outside.close()
-
-
-def read_copy(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
-    """A package directory's files, or a module file named like the package (a shadow) by its name.
-
-    Each copy is read through a container of its own: the engine serves one archive request per
-    container at a time."""
-    try:
-        if not is_module_file(path, profile):
-            return outside.tree(path)
-        found = outside.file(path)
-        return {posixpath.basename(path): found} if found else {}
-    finally:
-        outside.close()
-
-
-def is_module_file(path: str, profile: Profile) -> bool:
-    return posixpath.basename(path) != profile.import_name
-
-
-def loaded_from(probe: dict, import_name: str) -> str | None:
-    """The directory (or module file) the package was loaded from, by its spec's origin."""
-    origin = ((probe.get("modules") or {}).get(import_name) or {}).get("origin") or probe.get("spec_origin")
-    if not origin or not origin.startswith("/"):
-        return None
-    return posixpath.dirname(origin) if origin.endswith("/__init__.py") else origin
-
-
-def copies_to_read(probe: dict, import_name: str) -> list[str]:
-    """Every copy an import could reach, plus the one that was loaded (wherever it came from)."""
-    paths = list(probe.get("copies") or [])
-    loaded = loaded_from(probe, import_name)
-    return paths + [loaded] if loaded and loaded not in paths else paths
-
-
-# --- the checks ----------------------------------------------------------------------------------
 
 
 def check_label(facts: Facts, want: Expected) -> CheckResult:
@@ -620,4 +312,3 @@ def evaluate(facts: Facts, want: Expected) -> Checks:
 
 def summary(results: Checks) -> str:
     return "\n".join(r.line() for r in results)
-

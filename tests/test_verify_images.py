@@ -12,8 +12,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from helpers.image_facts import blob_hash, collect_facts
 from helpers.profiles import SGLANG
-from helpers.verify import Expected, blob_hash, collect_facts, evaluate
+from helpers.verify import Expected, evaluate
 
 pytestmark = pytest.mark.docker
 
