@@ -264,6 +264,14 @@ def module_findings(facts: Facts, want: Expected) -> list[str]:
     return findings
 
 
+def runtime_changes(facts: Facts) -> list[str]:
+    """Files of a copy that changed while the probe ran (the interpreter wrote no bytecode): the image's
+    start-up code rewrites the package each time it starts, so the code that runs is not the code read."""
+    changed = [path for path in facts.probe.get("changed_at_run") or []
+               if any(path == copy or path.startswith(copy.rstrip("/") + "/") for copy in facts.copies)]
+    return [f"start-up code changed {', '.join(changed[:10])} while the image ran"] if changed else []
+
+
 def check_source(facts: Facts, want: Expected) -> CheckResult:
     """Every copy of the package an import could reach is the commit's, and the import loads one of them."""
     if facts.tampering:
@@ -272,7 +280,7 @@ def check_source(facts: Facts, want: Expected) -> CheckResult:
         missing = f"no copy of {want.profile.import_name} found in the image to compare"
         return CheckResult("verify_source_mismatch", [missing], [], missing)
     pycs = facts.probe.get("pycs") or {}
-    findings = hook_findings(facts, want) + module_findings(facts, want)
+    findings = hook_findings(facts, want) + module_findings(facts, want) + runtime_changes(facts)
     for path, files in facts.copies.items():
         findings += copy_findings(want, path, files, pycs.get(path) or {})
         findings += record_findings(facts, want, path, files)

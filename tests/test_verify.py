@@ -112,6 +112,9 @@ CASES = {
         lambda f: changed(f, probe={"listing": {SITE: {"zz.pth": "file"}}},
                           files={f"{SITE}/zz.pth": text("import sglang; sglang.x = 1\n")}),
         "verify_source_mismatch", "zz.pth names sglang"),
+    "a copy's file changed while the image ran": (
+        lambda f: changed(f, probe={"changed_at_run": ["/tmp/x", f"{PKG}/srt/a.py"]}),
+        "verify_source_mismatch", f"start-up code changed {PKG}/srt/a.py while the image ran"),
     "forged facts line": (lambda f: changed(f, tampering="the image printed 1 facts line(s) of its own"),
                           "verify_source_mismatch", "of its own"),
     "import fails": (lambda f: changed(f, probe={"import_errors": {"sglang": "ModuleNotFoundError: torch"}}),

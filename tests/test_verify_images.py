@@ -159,6 +159,11 @@ FORGERIES: dict[str, tuple[str, dict[str, bytes | str], str]] = {
         FORGED_WITH_SITECUSTOMIZE, {"sitecustomize.py": FAKE_FACTS_AT_EXIT}, "verify_source_mismatch"),
     "sitecustomize prints a fake facts line at start": (
         FORGED_WITH_SITECUSTOMIZE, {"sitecustomize.py": FAKE_FACTS_AT_START}, "verify_source_mismatch"),
+    "sitecustomize rewrites the package's files at every start": (
+        "RUN rm /usr/lib/python3.11/sitecustomize.py\nCOPY sitecustomize.py /usr/lib/python3.11/sitecustomize.py\n",
+        {"sitecustomize.py": "open('/sgl-workspace/sg' + 'lang/python/sg' + 'lang/srt/scheduler.py', 'w')"
+                             ".write('BATCH = 999\\n')\n"},          # the package's name never written out
+        "verify_source_mismatch"),
     "a .pth import hook patches a function after it loads": (
         "COPY patch.py /opt/patch.py\n"
         f"RUN echo \"import sys; exec(open('/opt/patch.py').read())\" > {SITE}/00-patch.pth\n",
