@@ -354,6 +354,30 @@ def trusted_phase(args):
     return facts
 
 
+def file_states(folder):
+    """Each file's (size, mtime, ctime, inode) below a folder: a rewrite changes its ctime whatever
+    else the writer restores."""
+    states = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = _join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            states[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return states
+
+
+def changed_files(before, folders):
+    """Files of the given folders added, removed or rewritten since `before` was taken."""
+    after = {}
+    for folder in folders:
+        after.update(file_states(folder))
+    paths = set(before) | set(after)
+    return sorted(p for p in paths if before.get(p) != after.get(p))
+
+
 def emit(marker, nonce, facts):
     """One line on the original stdout descriptor, through the references kept before any image code ran."""
     data = ("\n%s%s %s\n" % (marker, nonce, _dumps(facts))).encode("utf-8", "replace")
@@ -361,7 +385,7 @@ def emit(marker, nonce, facts):
         data = data[_write(1, data):]
 
 
-def import_phase(args, facts):
+def import_phase(args, facts, states):
     import_name = args["import_name"]
     before, modules_before = machinery(), set(sys.modules)
     site.main()                     # the image's .pth lines, sitecustomize, usercustomize run here
@@ -386,6 +410,7 @@ def import_phase(args, facts):
         facts.setdefault("import_errors", {})[import_name] = "%s imported as a namespace package from %s" % (
             import_name, list(getattr(module, "__path__", [])))
     facts["modules"] = loaded_modules(import_name, set(facts["startup_modules"].values()))
+    facts["changed_at_run"] = changed_files(states, [c for c in facts["copies"] if _isdir(c)])
     origin = facts["modules"].get(import_name, {}).get("origin") or ""
     loaded = os.path.dirname(origin) if origin.endswith("/__init__.py") else ""
     if loaded and loaded not in facts["pycs"]:     # reached through an import finder, not a search directory
@@ -404,7 +429,11 @@ def main(argv):
     try:
         facts = trusted_phase(args)
         emit(EARLY, nonce, facts)           # the harness starts reading the copies from outside now
-        facts = import_phase(args, dict(facts))
+        states = {}
+        for copy in facts["copies"]:
+            if _isdir(copy):
+                states.update(file_states(copy))
+        facts = import_phase(args, dict(facts), states)
     except BaseException:
         facts["probe_error"] = traceback.format_exc()[-3000:]
     emit(MARK, nonce, facts)
