@@ -217,11 +217,15 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
             return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the "
                         "probe's: start-up code tampers with verification")
         found[marker] = json.loads(genuine[0]) if genuine else None
-    final = found[MARK]
+    final, early = found[MARK], found[EARLY] or {}
     if final is None:
         return {"probe_error": f"the probe printed no facts (exit status {status}); is python3 on the "
                                f"image's PATH?\n{errors[-2000:]}"}, ""
-    return {**final, **(found[EARLY] or {})}, ""
+    # bytecode verdicts of a copy only the import reached (a path a start-up hook added) come late
+    merged = {**final, **early}
+    if "pycs" in final:
+        merged["pycs"] = {**final["pycs"], **(early.get("pycs") or {})}
+    return merged, ""
 
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
@@ -239,20 +243,22 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
     image = client.images.get(ref)
     config = image.attrs.get("Config") or {}
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    def reader() -> ImageFiles:
+        return ImageFiles(client, image.id, labels or {})
+
     with ThreadPoolExecutor(max_workers=8) as pool:
         copies: dict[str, Future] = {}
 
         def read_copies(paths: list[str]) -> None:
             for path in paths:
                 if path not in copies:
-                    copies[path] = pool.submit(read_copy, ImageFiles(client, image.id, labels or {}), path, profile)
+                    copies[path] = pool.submit(read_copy, reader(), path, profile)
 
         read_copies(list(likely_copies))
-        guessed_metadata = pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), likely_metadata, True) \
-            if likely_metadata else None
+        guessed_metadata = pool.submit(read_tree, reader(), likely_metadata, True) if likely_metadata else None
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
                              labels or {}, lambda early: read_copies(early.get("copies") or []))
-        outside = ImageFiles(client, image.id, labels or {})
+        outside = reader()
         try:
             proof = pool.submit(outside.file, profile.proof_file)
             probe, tampering = probed.result()
@@ -260,7 +266,7 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
             metadata = None
             if dist_info:
                 metadata = guessed_metadata if dist_info == likely_metadata else \
-                    pool.submit(read_tree, ImageFiles(client, image.id, labels or {}), dist_info, True)
+                    pool.submit(read_tree, reader(), dist_info, True)
             confirmed = copies_to_read(probe, profile.import_name)
             read_copies(confirmed)
             read: dict[str, FileFacts | None] = {path: facts_of(text.encode("utf-8"), keep_text=True)

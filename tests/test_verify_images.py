@@ -171,6 +171,12 @@ FORGERIES: dict[str, tuple[str, dict[str, bytes | str], str]] = {
     "an unchecked-hash .pyc beside an untouched .py": (f"RUN {UNCHECKED_PYC}\n", {}, "verify_source_mismatch"),
     "a timestamp .pyc with the source's mtime and size": (f"RUN {TIMESTAMP_PYC}\n", {}, "verify_source_mismatch"),
     "a sourceless .pyc package first on the path": (f"RUN {SOURCELESS}\n", {}, "verify_source_mismatch"),
+    # the copy is genuine but for its bytecode, and only a start-up hook's sys.path edit leads to it
+    "a .pth line puts a copy with forged bytecode first on the path": (
+        f"RUN mkdir -p /opt/cp && cp -a {SOURCE}/sglang /opt/cp/ && "
+        + UNCHECKED_PYC.replace(f"{SOURCE}/sglang/__pycache__", "/opt/cp/sglang/__pycache__")
+        + f" && echo \"import sys; sys.path.insert(0, '/opt/cp')\" > {SITE}/00-cp.pth\n", {},
+        "verify_source_mismatch"),
     "an extension module shadows the source module": (
         f"COPY version.so {SOURCE}/sglang/version.cpython-311-x86_64-linux-gnu.so\n", {"version.so": b""},
         "verify_source_mismatch"),
