@@ -43,7 +43,13 @@ class BuiltImage:
     digest: str | None = None
     build_seconds: float | None = None
     patched: dict[str, bytes] = field(default_factory=dict)
-    verified_ref: str = ""
+    verified_ref: str | None = None
+    scm_version: str | None = None      # the version its build was given (setuptools-scm projects)
+
+    @property
+    def subject(self) -> str:
+        """What is verified: the registry's digest with --verify-only, else the local tag."""
+        return self.verified_ref or self.ref
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,7 @@ class Harness:
         sha = self.mirror.resolve(spec.sha)
         if sha != spec.sha:
             record("sha", sha)
-        image = BuiltImage(sha, self.config.image.ref(sha))
+        image = BuiltImage(sha, self.config.image.ref(sha), scm_version=self.scm_version(sha))
         if not self.config.prepare_only:
             record("image", image.ref)
         if self.config.verify_only:
@@ -210,7 +216,6 @@ class Harness:
         finally:
             if not self.config.keep_contexts:
                 ctx.remove()
-        image.verified_ref = image.ref
         return image
 
     def publish(self, image: BuiltImage, record: Record) -> None:
@@ -239,7 +244,7 @@ class Harness:
         options = render.RenderOptions(
             profile=self.config.profile, sha=image.sha, base_images=self.config.base_images,
             repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
-            scm_version=self.scm_version(image.sha),
+            scm_version=image.scm_version,
             freeze_until=self.mirror.end_of_commit_day(image.sha) if self.config.freeze_deps else None,
             project_files=source.project_files(ctx.context, self.config.profile.source_subdir),
             dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache)
@@ -280,7 +285,7 @@ class Harness:
         """An in-toto statement of what was verified, for the image users pull (its registry digest;
         the local image ID when nothing was pushed)."""
         profile = self.config.profile
-        digest = image.digest or self.docker.images.get(image.verified_ref or image.ref).id
+        digest = image.digest or self.docker.images.get(image.subject).id
         files = self.mirror.blob_hashes(image.sha, profile.package_path)
         return report.write_attestation(self.config.attestation_dir, report.Verification(
             repository=image.ref.rsplit(":", 1)[0], digest=digest, commit=image.sha,
@@ -317,7 +322,6 @@ class Harness:
         when the local image is another); with --no-push, the local image, which was never pushed."""
         if self.config.no_push:
             image_facts.find_image(self.docker, image.ref)
-            image.verified_ref = image.ref
             return
         repository = image.ref.rsplit(":", 1)[0]
         digest = self.registry.manifest_digest(self.config.image.repository, image.sha)
@@ -337,15 +341,15 @@ class Harness:
         tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
         want = verify.Expected(image.sha, self.config.profile,
                                verify.expected_tree(self.config.profile, tree, image.patched),
-                               version=self.scm_version(image.sha))
+                               version=image.scm_version)
         try:
-            facts = image_facts.collect_facts(self.docker, image.verified_ref or image.ref, self.config.profile,
+            facts = image_facts.collect_facts(self.docker, image.subject, self.config.profile,
                                          self.config.verify_timeout,
                                          labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
                                          likely_copies=self.layout_seen[0], likely_metadata=self.layout_seen[1])
             self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
-            raise InfraError(f"the verification of {image.verified_ref or image.ref} could not run: {e}") from e
+            raise InfraError(f"the verification of {image.subject} could not run: {e}") from e
         return verify.evaluate(facts, want)
 
 
