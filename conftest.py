@@ -57,6 +57,12 @@ OPTIONS = (
     ("--push-retries", dict(type=int, help="retries of a push on transient errors (default 3)")),
     ("--push-backoff", dict(type=float, help="seconds before the first push retry, doubling (default 2)")),
     ("--keep-failed", dict(action="store_true", help="keep the images of commits that failed verification")),
+    ("--keep-images", dict(action="store_true",
+                    help="keep each pushed image in the local engine (default: its tag is removed once pushed)")),
+    ("--min-free", dict(metavar="SIZE", help="free space the engine's data root needs before each build, pruning "
+                    "when short, else disk_full (default 10%% of its filesystem, at most 30G)")),
+    ("--cache-budget", dict(metavar="SIZE", help="BuildKit's build cache is pruned to this between builds, least "
+                    "recently used first (default 25%% of the data root's filesystem)")),
     ("--batch-size", dict(type=int, help="keep only the first N selected commits")),
     ("--shard", dict(metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")),
     ("--skip-pushed", dict(action="store_true",
@@ -206,11 +212,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     cfg = config.harness_config
-    if cfg is None or not cfg.local_registry or cfg.no_push or cfg.prepare_only:
+    if cfg is None or cfg.prepare_only or config.option.collectonly:
         return []
-    return [f"images go to the harness's own registry {cfg.image.registry} (container commit-image-harness-registry-"
-            f"{cfg.image.registry.rsplit(':', 1)[1]}, left running so other machines can pull); to push to Docker "
-            "Hub instead, set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (or docker login), or pass --namespace"]
+    lines = []
+    if cfg.local_registry and not cfg.no_push:
+        lines.append(f"images go to the harness's own registry {cfg.image.registry} (container commit-image-harness-"
+                     f"registry-{cfg.image.registry.rsplit(':', 1)[1]}, left running so other machines can pull); to "
+                     "push to Docker Hub instead, set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (or docker login), or "
+                     "pass --namespace")
+    with contextlib.suppress(HarnessError):
+        lines.append(Harness(cfg).disk.describe())
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -265,7 +277,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if call.excinfo.errisinstance(pytest.skip.Exception):
         return
     category, reason = failure_category(error)
-    item.harness_category = category
     for prop in (("category", category), ("reason", reason)):
         item.user_properties.append(prop)
         report.user_properties.append(prop)
@@ -343,20 +354,14 @@ def harness(pytestconfig: pytest.Config) -> Harness:
 
 
 @pytest.fixture
-def commit_image(commit, harness: Harness, request: pytest.FixtureRequest):
+def commit_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Produced:
     """The image of one commit: built, verified, and tagged and pushed only when every check passed
     (or, with --verify-only, the image the registry serves, verified).
 
     A failure is kept, not raised here, so that the test reports it as the commit's failure
-    (pytest's "failed") rather than as a broken fixture ("error"). An image this run built that
-    fails verification is removed afterwards, unless --keep-failed.
+    (pytest's "failed") rather than as a broken fixture ("error").
     """
-    produced = produce_image(commit, harness, request)
-    yield produced
-    category = getattr(request.node, "harness_category", "")
-    cfg = harness.config
-    if produced.image and category.startswith("verify_") and not cfg.keep_failed and not cfg.verify_only:
-        harness.remove_image(produced.image.ref)
+    return produce_image(commit, harness, request)
 
 
 def produce_image(commit, harness: Harness, request: pytest.FixtureRequest) -> Produced:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.dataset import parse_shard
+from helpers.disk import Size, parse_size
 from helpers.errors import ConfigError
 from helpers.profiles import FIXES, Profile, builtin_profile, load_profile_file
 from helpers.render import parse_mapping
@@ -76,6 +77,9 @@ class HarnessConfig:
     push_retries: int = 3
     push_backoff: float = 2.0
     keep_failed: bool = False
+    keep_images: bool = False        # --keep-images: pushed images stay in the local engine
+    min_free: Size = Size("10%", share=0.10, cap=30 * 2 ** 30)
+    cache_budget: Size = Size("25%", share=0.25)
     show_build_logs: bool = False
     keep_contexts: bool = False
     skip_pushed: bool = False
@@ -198,6 +202,10 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
         push_backoff=positive("--push-backoff", float(options.get("push_backoff") or 2.0)),
         keep_failed=bool(options.get("keep_failed")),
+        keep_images=bool(options.get("keep_images")),
+        min_free=parse_size(options["min_free"], "--min-free") if options.get("min_free") else HarnessConfig.min_free,
+        cache_budget=(parse_size(options["cache_budget"], "--cache-budget") if options.get("cache_budget")
+                      else HarnessConfig.cache_budget),
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
         skip_pushed=bool(options.get("skip_pushed")),

@@ -23,6 +23,7 @@ CATEGORIES = (
     "verify_import",
     "verify_source_mismatch",
     "verify_version",
+    "disk_full",
     "infra_error",
 )
 
@@ -89,6 +90,12 @@ class PushFailed(HarnessError):
 
 class ImageNotFound(HarnessError):
     category = "image_not_found"
+
+
+class DiskFull(HarnessError):
+    """The engine's data-root filesystem has no room for the build (checked before it, or hit during it)."""
+
+    category = "disk_full"
 
 
 class InfraError(HarnessError):

@@ -19,16 +19,15 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, image_facts, publish, render, report, source, verify
+from helpers import build, disk, image_facts, publish, render, report, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec
-from helpers.errors import HarnessError, ImageNotFound, InfraError
+from helpers.disk import COMMIT_LABEL, SESSION_LABEL
+from helpers.errors import DiskFull, HarnessError, ImageNotFound, InfraError
 from helpers.render.scm_version import project_version
 
 Record = Callable[[str, object], None]
-HARNESS_LABEL = "commit-image-harness.session"
-COMMIT_LABEL = "commit-image-harness.commit"
 
 
 @dataclass
@@ -45,6 +44,7 @@ class BuiltImage:
     patched: dict[str, bytes] = field(default_factory=dict)
     verified_ref: str | None = None
     scm_version: str | None = None      # the version its build was given (setuptools-scm projects)
+    local: bool = False                 # this run put it in the engine (built it, or pulled it to verify)
 
     @property
     def subject(self) -> str:
@@ -135,6 +135,10 @@ class Harness:
             pass
 
     @cached_property
+    def disk(self) -> disk.EngineDisk:
+        return disk.EngineDisk(self.docker, self.config.min_free, self.config.cache_budget)
+
+    @cached_property
     def driver(self) -> build.Driver:
         return build.detect_driver(self.config.docker_client, self.config.build_driver)
 
@@ -172,9 +176,16 @@ class Harness:
         return f"already pushed: {self.config.image.ref(sha)}" if is_pushed else None
 
     def run_commit(self, spec: CommitSpec, record: Record) -> Produced:
-        """Build, verify the local image, and only when every check passed, push and confirm the digest.
+        """Build, verify the local image, and only when every check passed, push and confirm the digest;
+        then the engine lets go of what it no longer needs (`tidy`).
 
         An image that fails a check is never pushed: the registry's tag keeps what it served."""
+        produced = self.attempt(spec, record)
+        if not self.config.prepare_only:
+            self.tidy(produced, record)
+        return produced
+
+    def attempt(self, spec: CommitSpec, record: Record) -> Produced:
         image = None
         try:
             image = self.produce(spec, record)
@@ -190,6 +201,29 @@ class Harness:
             return Produced(image, checks)
         except HarnessError as e:
             return Produced(image, error=e)
+
+    def tidy(self, produced: Produced, record: Record) -> None:
+        """When a commit ends, the image this run put in the engine leaves it, unless it must stay: with
+        --no-push (it is nowhere else), --keep-images (a published one) or --keep-failed (a failed one).
+        Its layers stay in the build cache, which then goes back under --cache-budget."""
+        image, cfg = produced.image, self.config
+        passed = produced.error is None and produced.checks is not None and produced.checks.passed
+        if cfg.verify_only:
+            keep = cfg.keep_images
+        else:
+            keep = cfg.no_push or (cfg.keep_images if passed else cfg.keep_failed)
+        if image is not None and image.local and not keep:
+            self.remove_image(image.subject)
+            record("removed", image.subject)
+        if cfg.verify_only:
+            return
+        try:
+            freed = self.disk.bound_cache()
+        except (docker.errors.DockerException, requests.RequestException, InfraError) as e:
+            record("cache_prune_failed", str(e)[:300])
+            return
+        if freed:
+            record("cache_pruned", disk.human(freed))
 
     def produce(self, spec: CommitSpec, record: Record) -> BuiltImage:
         """Context, fixes, render, build: a local image tagged with the commit's full SHA (or, with
@@ -212,6 +246,7 @@ class Harness:
             if self.config.prepare_only:
                 record("prepared", str(prepared.write_to(self.config.out_dir or Path("."), sha)))
             else:
+                record("disk", self.disk.ensure_room())
                 self.build(prepared, ctx, image, record)
         finally:
             if not self.config.keep_contexts:
@@ -260,7 +295,7 @@ class Harness:
         record("log", str(log_path))
         request = build.BuildRequest(
             dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref, build_args=prepared.rendered.build_args,
-            labels={verify.REVISION_LABEL: image.sha,
+            labels={verify.REVISION_LABEL: image.sha, COMMIT_LABEL: image.sha,
                     "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
             platform=self.config.platform, builder=self.config.builder,
             cache_from=self.config.cache_from, cache_to=self.config.cache_to)
@@ -270,7 +305,11 @@ class Harness:
             if not self.engine_alive():
                 raise InfraError(f"the Docker engine at {engine_endpoint()} stopped answering during the build",
                                  log_tail=e.log_tail, exit_status=e.exit_status) from e
+            if disk.is_disk_full(e.log_tail):
+                raise DiskFull(f"the engine ran out of disk during the build ({self.disk.describe()})",
+                               log_tail=e.log_tail, exit_status=e.exit_status) from e
             raise
+        image.local = True
         image.build_seconds = round(result.seconds, 2)
         record("build_seconds", image.build_seconds)
 
@@ -334,6 +373,7 @@ class Harness:
         def pull() -> None:
             auth = self.credentials.auth_config() if self.credentials else None
             self.docker.images.pull(repository, tag=digest, auth_config=auth)
+            image.local = True
         image_facts.find_image(self.docker, image.verified_ref, pull)
 
     def verify(self, image: BuiltImage) -> verify.Checks:
@@ -345,10 +385,12 @@ class Harness:
         try:
             facts = image_facts.collect_facts(self.docker, image.subject, self.config.profile,
                                          self.config.verify_timeout,
-                                         labels={HARNESS_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
+                                         labels={SESSION_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
                                          likely_copies=self.layout_seen[0], likely_metadata=self.layout_seen[1])
             self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
+            if disk.is_disk_full(str(e)):
+                raise DiskFull(f"the verification of {image.subject} could not run: {e}") from e
             raise InfraError(f"the verification of {image.subject} could not run: {e}") from e
         return verify.evaluate(facts, want)
 

@@ -1,7 +1,10 @@
-"""Fault injection for the reliability tests: a faulty proxy, a second Docker engine, process checks."""
+"""Fault injection for the reliability tests: a faulty proxy, second Docker engines (one on a small
+filesystem), process checks."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -119,6 +122,65 @@ class SecondEngine:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SmallDiskEngine(SecondEngine):
+    """A second dockerd whose data root is a size-limited tmpfs, on its own bridge in this host's
+    network namespace (so that it pushes to the tests' registry on loopback; a bridge of its own
+    leaves the main engine's docker0 alone, which `--bridge=none` would not: BuildKit needs one)."""
+
+    def __init__(self, root: Path, size: str):
+        super().__init__(root)
+        self.size = size
+        self.bridge = f"hd{os.getpid() % 100000}{random.randrange(100)}"[:15]
+
+    def start(self, images: list[str]) -> SmallDiskEngine:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = self.root / "data"
+        data.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(data)], check=True)
+        subnet = free_subnet()
+        for argv in (["ip", "link", "add", self.bridge, "type", "bridge"],
+                     ["ip", "addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", self.bridge],
+                     ["ip", "link", "set", self.bridge, "up"]):
+            subprocess.run(argv, check=True, capture_output=True)
+        argv = [shutil.which("dockerd") or "dockerd", "--host", self.host, "--data-root", str(data),
+                "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"), "--iptables=false",
+                "--ip-masq=false", f"--bridge={self.bridge}"]
+        self.proc = subprocess.Popen(argv, stdout=open(self.root / "dockerd.log", "w"), stderr=subprocess.STDOUT)
+        try:
+            client = wait_for_engine(self.host, 60)
+            main = docker.from_env()
+            for image in images:
+                client.images.load(b"".join(main.images.get(image).save(named=True)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        subprocess.run(["umount", "-l", str(self.root / "data")], capture_output=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """A /24 in 10.231.0.0/16 that no interface of this host uses."""
+    done = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True)
+    used = {ipaddress.ip_interface(word).network for line in done.stdout.splitlines()
+            for word in line.split() if "/" in word and word[0].isdigit()}
+    for third in random.sample(range(256), 256):
+        subnet = ipaddress.ip_network(f"10.231.{third}.0/24")
+        if not any(subnet.overlaps(other) for other in used):
+            return subnet
+    raise RuntimeError("no free /24 in 10.231.0.0/16 for the test engine's bridge")
 
 
 def wait_for_engine(host: str, deadline: float) -> docker.DockerClient:
