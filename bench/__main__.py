@@ -12,7 +12,7 @@ import docker
 from bench import scenarios
 from helpers.build import detect_driver
 
-ALL = ("pair", "verify", "overhead", "collect", "skip-pushed", "parallel")
+ALL = ("pair", "verify", "overhead", "collect", "skip-pushed", "parallel", "disk")
 EXTRA = ("build-path",)        # on request only (--only build-path): it writes a 2 GB layer
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"pair": lambda: scenarios.pair(ws, args.slow), "verify": lambda: scenarios.verification(ws, client),
             "overhead": lambda: scenarios.overhead(ws), "collect": lambda: scenarios.collection(ws),
             "skip-pushed": lambda: scenarios.skip_pushed(ws, client), "parallel": lambda: scenarios.parallel(ws),
-            "build-path": lambda: scenarios.build_path(ws, client)}
+            "build-path": lambda: scenarios.build_path(ws, client), "disk": lambda: scenarios.disk(ws, client)}
     figures = []
     try:
         for name in wanted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import docker
 from helpers import build, render, verify
 from helpers.config import make_config
 from helpers.dataset import CommitSpec, DockerfileSource
-from helpers.pipeline import BuiltImage, Harness
+from helpers.pipeline import BuiltImage, Harness, Produced
 from helpers.render.identity import proof_step
 from helpers.source import make_context
 from tests.minirepo import deps_dockerfile, make_deps_repo, make_repo
@@ -251,3 +252,48 @@ def copy_through_tarball(ref: str) -> None:
     save.stdout.close()
     if save.wait() != 0 or not load.stdout:
         raise RuntimeError(f"docker save | docker load of {ref} failed")
+
+
+def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -> list[Figure]:
+    """A parent/child pair sharing a dependency layer of 320 MB, each commit built, verified, pushed
+    and removed from the engine as a run does it: the disk the child's build adds over the parent
+    image's size, and the bytes the registry stores for the child over those it stores for the parent.
+
+    The cache budget is the whole filesystem: the benchmark prunes nothing on this machine."""
+    storage = ws.root / "disk-registry"
+    storage.mkdir()
+    container = client.containers.run("registry:2", detach=True, remove=True, ports={"5000/tcp": ("127.0.0.1", None)},
+                                      volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}})
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
+        repo = make_deps_repo(ws.root / "disk", dependency_mb=dependency_mb)
+        harness = ws.harness(repo.path, no_push=False, registry=f"127.0.0.1:{port}", namespace="bench",
+                             cache_budget="100%")
+        stored = [tree_bytes(storage)]
+        added, sizes = [], []
+        for sha in repo.commits[:2]:
+            spec = CommitSpec(sha, ("human",), DockerfileSource(), 1)
+            before = shutil.disk_usage(harness.disk.root).used
+            image = harness.produce(spec, lambda name, value: None)
+            added.append(shutil.disk_usage(harness.disk.root).used - before)
+            sizes.append(client.images.get(image.ref).attrs["Size"])
+            checks = harness.verify(image)
+            harness.publish(image, lambda name, value: None)
+            harness.tidy(Produced(image, checks), lambda name, value: None)
+            stored.append(tree_bytes(storage))
+    finally:
+        container.stop()
+    on_disk = added[1] / sizes[0]
+    in_registry = (stored[2] - stored[1]) / (stored[1] - stored[0])
+    mb = 2 ** 20
+    return [Figure("disk, child", f"child adds {added[1] / mb:.1f} MB / parent image {sizes[0] / mb:.0f} MB "
+                                  f"({dependency_mb} MB dependency layer)", on_disk, "<= 0.05", on_disk <= 0.05),
+            Figure("registry, child", f"child {(stored[2] - stored[1]) / mb:.1f} MB / parent "
+                                      f"{(stored[1] - stored[0]) / mb:.0f} MB stored", in_registry, "<= 0.05",
+                   in_registry <= 0.05)]
+
+
+def tree_bytes(folder: Path) -> int:
+    """Bytes the files under a folder take on disk (what a registry's storage holds)."""
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())

@@ -203,15 +203,15 @@ class Harness:
             return Produced(image, error=e)
 
     def tidy(self, produced: Produced, record: Record) -> None:
-        """When a commit ends, the image this run put in the engine leaves it, unless it must stay: with
-        --no-push (it is nowhere else), --keep-images (a published one) or --keep-failed (a failed one).
+        """When a commit ends, the image this run put in the engine leaves it, unless it must stay: one that
+        passed with --no-push (it is nowhere else) or --keep-images, a failed one with --keep-failed.
         Its layers stay in the build cache, which then goes back under --cache-budget."""
         image, cfg = produced.image, self.config
         passed = produced.error is None and produced.checks is not None and produced.checks.passed
         if cfg.verify_only:
             keep = cfg.keep_images
         else:
-            keep = cfg.no_push or (cfg.keep_images if passed else cfg.keep_failed)
+            keep = (cfg.no_push or cfg.keep_images) if passed else cfg.keep_failed
         if image is not None and image.local and not keep:
             self.remove_image(image.subject)
             record("removed", image.subject)

@@ -56,13 +56,17 @@ def dockerfile(deps_step: str = "") -> str:
 
 
 # A local "index" made inside the image: sdists of `slowdep` 1.0 and 2.0 whose builds take
-# SLOW seconds, so that installing the project's dependencies is an expensive step, offline. The
-# folder carries the repository's salt, so pip's wheel cache has never seen these sdists either.
+# SLOW seconds and whose installs carry MB megabytes of data, so that installing the project's
+# dependencies is an expensive step, offline. The folder carries the repository's salt, so pip's
+# wheel cache has never seen these sdists either.
 WHEELHOUSE_STEP = r"""ARG SLOW={slow}
+ARG MB={mb}
 RUN for v in 1.0 2.0; do \
       mkdir -p /tmp/sd/slowdep-$v && cd /tmp/sd/slowdep-$v \
-      && printf 'import time\nfrom setuptools import setup\ntime.sleep(%s)\n' "$SLOW" > setup.py \
-      && printf 'setup(name="slowdep", version="%s", py_modules=["slowdep"])\n' "$v" >> setup.py \
+      && printf 'import os, time\nfrom setuptools import setup\ntime.sleep(%s)\n' "$SLOW" > setup.py \
+      && printf 'open("slowdep.bin", "wb").write(os.urandom(%s << 20))\n' "$MB" >> setup.py \
+      && printf 'setup(name="slowdep", version="%s", py_modules=["slowdep"], ' "$v" >> setup.py \
+      && printf 'data_files=[("share/slowdep", ["slowdep.bin"])])\n' >> setup.py \
       && printf 'VERSION = "%s"\n' "$v" > slowdep.py \
       && mkdir -p /opt/wheelhouse/{salt} && tar -C /tmp/sd -czf /opt/wheelhouse/{salt}/slowdep-$v.tar.gz slowdep-$v \
       || exit 1; \
@@ -87,9 +91,10 @@ RUN python3 -m pip --version \\
 OLD_RECIPE_IDENTITY = "ARG SGLANG_COMMIT\nRUN echo $SGLANG_COMMIT > /opt/sglang_commit.txt\n"
 
 
-def deps_dockerfile(slow: int = 0, salt: str = "", old_recipe: bool = False) -> str:
+def deps_dockerfile(slow: int = 0, salt: str = "", old_recipe: bool = False, dependency_mb: int = 0) -> str:
     """The salt makes every layer new to BuildKit: a cold build, whatever ran on this machine before."""
     wheelhouse = WHEELHOUSE_STEP.replace("{slow}", str(slow)).replace("{salt}", salt)
+    wheelhouse = wheelhouse.replace("{mb}", str(dependency_mb))
     text = DEPS_DOCKERFILE.format(wheelhouse=wheelhouse, salt=salt)
     if old_recipe:
         first_from = text.index("\n") + 1
@@ -102,10 +107,12 @@ def pyproject(dependencies: list[str]) -> str:
     return PYPROJECT.replace('requires-python = ">=3.8"\n', f'requires-python = ">=3.8"\ndependencies = [{listed}]\n')
 
 
-def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe: bool = False) -> MiniRepo:
+def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe: bool = False,
+                   dependency_mb: int = 0) -> MiniRepo:
     """parent and child with the same dependencies (slowdep 1.0), then a third commit moving to 2.0.
 
-    Building a dependency takes `slow` seconds (an sdist whose setup.py sleeps)."""
+    Building a dependency takes `slow` seconds (an sdist whose setup.py sleeps); installing it adds
+    `dependency_mb` megabytes of random data to the dependency layer."""
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
     repo = MiniRepo(path)
@@ -113,7 +120,7 @@ def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe
              "python/pyproject.toml": pyproject(["slowdep==1.0"]),
              "python/sglang/__init__.py": "", "python/sglang/srt/__init__.py": "",
              "python/sglang/srt/scheduler.py": "BATCH = 8\n",
-             "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex, old_recipe)}
+             "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex, old_recipe, dependency_mb)}
     files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
     repo.commit("parent", files)
     repo.commit("child: same dependencies", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})

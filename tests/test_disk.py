@@ -95,10 +95,11 @@ def test_more_commits_than_the_disk_holds_pass_with_the_defaults_and_fail_as_dis
     assert 1 <= fitted < len(commits) and statuses == ["success"] * fitted + ["disk_full"] * (len(commits) - fitted)
     message = kept.outcomes[commits[fitted]].message
     assert re.search(r"[\d.]+ MiB free on .*--min-free needs 204.8 MiB; pruned", message), message
-    assert kept.statuses == dict(zip(commits, statuses))
+    assert kept.statuses == dict(zip(commits, statuses, strict=True))
     status = harness_runner.workdir / "status"
     assert [p.name for p in (status / "failed").iterdir()] == ["disk_full.txt"]
-    for path, count in ((status / "success.txt", fitted), (status / "failed" / "disk_full.txt", len(commits) - fitted)):
+    expected_counts = ((status / "success.txt", fitted), (status / "failed" / "disk_full.txt", len(commits) - fitted))
+    for path, count in expected_counts:
         lines = path.read_text().splitlines()
         assert lines[0] == f"# {'SUCCESS' if path.name == 'success.txt' else 'DISK_FULL'}: {count} commits"
         assert len(lines) == count + 1

@@ -193,14 +193,22 @@ def test_skip_pushed_lists_tags_once_and_skips_what_is_there(harness_runner, pai
     assert again.outcomes[child].status == "success"
     assert again.statuses == {parent: "success", child: "success"}
     assert re.search(rf"SKIPPED +parent +{parent[:12]} .*already pushed", again.output)
-    # --verify-only with --skip-pushed: what is pushed is pulled by its digest (not found locally) and verified
-    docker_client.images.remove(harness_runner.ref(child), force=True)
+    # once pushed, the image left the engine; --verify-only with --skip-pushed pulls it by its digest,
+    # verifies it, and removes it again
+    assert again.outcomes[child].properties["removed"] == harness_runner.ref(child)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(harness_runner.ref(child))
     verified = harness_runner.run(mini_repo.path, "--verify-only", "--skip-pushed", "-k", child)
     assert verified.returncode == 0, verified.output
     assert verified.outcomes[child].status == "success"
     digest = verified.outcomes[child].properties["digest"]
     assert verified.outcomes[child].properties["verified"] == harness_runner.ref(child).rsplit(":", 1)[0] + "@" + digest
-    docker_client.images.get(verified.outcomes[child].properties["verified"])
+    assert verified.outcomes[child].properties["removed"] == verified.outcomes[child].properties["verified"]
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(verified.outcomes[child].properties["verified"])
+    kept = harness_runner.run(mini_repo.path, "--verify-only", "--keep-images", "-k", child)
+    assert kept.outcomes[child].status == "success" and "removed" not in kept.outcomes[child].properties
+    docker_client.images.get(kept.outcomes[child].properties["verified"])
 
 
 def test_skip_pushed_against_an_unreachable_registry_stops_and_says_so(harness_runner, pair_dataset, mini_repo):
@@ -272,7 +280,7 @@ def test_an_image_that_fails_verification_is_never_pushed_and_is_rebuilt_next_ti
 def test_verify_only_verifies_what_the_registry_serves_not_the_local_image(harness_runner, pair_dataset, mini_repo,
                                                                           docker_client):
     parent, child = pair_dataset
-    built = harness_runner.run(mini_repo.path)
+    built = harness_runner.run(mini_repo.path, "--keep-images")
     assert built.returncode == 0, built.output
     genuine = harness_runner.ref(child)
     docker_client.images.get(genuine).tag(f"{genuine}-genuine")

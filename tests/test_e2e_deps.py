@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import docker
 import pytest
 
 from tests.minirepo import make_deps_repo, pyproject
@@ -59,3 +60,19 @@ def test_a_rebuilt_dependency_layer_reuses_what_pip_already_built(harness_runner
     assert dependency_step(log)[1] is False                               # the layer is rebuilt ...
     assert "Using cached slowdep-1.0-py3-none-any.whl" in log                # ... from pip's cache mount
     assert "Building wheel for slowdep" not in log
+
+
+def test_the_child_reuses_the_dependency_layer_after_the_parents_image_left_the_engine(harness_runner, tmp_path,
+                                                                                       docker_client):
+    repo = make_deps_repo(tmp_path / "sglang", slow=2)
+    parent, child = repo.commits[:2]
+    harness_runner.write_dataset(json.dumps({"commit_hash": parent}))
+    first = harness_runner.run(repo.path)                                 # pushed, then removed
+    assert first.outcomes[parent].status == "success", first.output
+    assert first.outcomes[parent].properties["removed"] == harness_runner.ref(parent)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(harness_runner.ref(parent))
+    harness_runner.write_dataset(json.dumps({"commit_hash": child}))
+    second = harness_runner.run(repo.path)
+    assert second.outcomes[child].status == "success", second.output
+    assert dependency_step(second.log(child))[1] is True                  # from the build cache

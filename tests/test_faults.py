@@ -34,17 +34,17 @@ def test_push_through_a_faulty_registry_succeeds_by_retrying(harness_runner, pai
     assert max(int(o.properties["push_attempts"]) for o in run.outcomes.values()) > 1
 
 
-def test_push_to_a_registry_that_is_down_fails_each_commit_and_keeps_the_image(harness_runner, pair_dataset,
-                                                                                mini_repo, docker_client):
+def test_push_to_a_registry_that_is_down_fails_each_commit_and_keeps_the_image_when_asked(
+        harness_runner, pair_dataset, mini_repo, docker_client):
     parent, child = pair_dataset
     harness_runner.registry = "127.0.0.1:9"
-    run = harness_runner.run(mini_repo.path, "--push-retries=2", "--push-backoff=0.1")
+    run = harness_runner.run(mini_repo.path, "--push-retries=2", "--push-backoff=0.1", "--keep-failed")
     assert run.returncode == 1
     for sha in (parent, child):
         outcome = run.outcomes[sha]
         assert outcome.status == "push_failed"
         assert "after 3 attempt(s)" in outcome.message and "connection refused" in outcome.message.lower()
-        docker_client.images.get(harness_runner.ref(sha))          # the image stays local
+        docker_client.images.get(harness_runner.ref(sha))          # --keep-failed: the image stays local
         docker_client.images.remove(harness_runner.ref(sha), force=True)
     assert run.statuses == {parent: "push_failed", child: "push_failed"}
 
