@@ -255,9 +255,12 @@ def copy_through_tarball(ref: str) -> None:
 
 
 def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -> list[Figure]:
-    """A parent/child pair sharing a dependency layer of 320 MB, each commit built, verified, pushed
+    """A parent/child pair sharing a dependency layer of 320 MB, with a package the size of
+    `python/sglang` (1,504 files, 15 MB), each commit built, verified, pushed
     and removed from the engine as a run does it: the disk the child's build adds over the parent
-    image's size, and the bytes the registry stores for the child over those it stores for the parent.
+    image's size (what its commit leaves: the image is gone, its own layers stay in the build cache;
+    the peak, with the image and the build context's copy, is printed beside it), and the bytes the
+    registry stores for the child over those it stores for the parent.
 
     The cache budget is the whole filesystem: the benchmark prunes nothing on this machine."""
     storage = ws.root / "disk-registry"
@@ -267,28 +270,30 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
     try:
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
-        repo = make_deps_repo(ws.root / "disk", dependency_mb=dependency_mb)
+        repo = make_deps_repo(ws.root / "disk", dependency_mb=dependency_mb, extra_modules=1500, module_size=10_000)
         harness = ws.harness(repo.path, no_push=False, registry=f"127.0.0.1:{port}", namespace="bench",
                              cache_budget="100%")
         stored = [tree_bytes(storage)]
-        added, sizes = [], []
+        peak, added, sizes = [], [], []
         for sha in repo.commits[:2]:
             spec = CommitSpec(sha, ("human",), DockerfileSource(), 1)
             before = shutil.disk_usage(harness.disk.root).used
             image = harness.produce(spec, lambda name, value: None)
-            added.append(shutil.disk_usage(harness.disk.root).used - before)
+            peak.append(shutil.disk_usage(harness.disk.root).used - before)
             sizes.append(client.images.get(image.ref).attrs["Size"])
             checks = harness.verify(image)
             harness.publish(image, lambda name, value: None)
             harness.tidy(Produced(image, checks), lambda name, value: None)
+            added.append(shutil.disk_usage(harness.disk.root).used - before)
             stored.append(tree_bytes(storage))
     finally:
         container.stop()
     on_disk = added[1] / sizes[0]
     in_registry = (stored[2] - stored[1]) / (stored[1] - stored[0])
     mb = 2 ** 20
-    return [Figure("disk, child", f"child adds {added[1] / mb:.1f} MB / parent image {sizes[0] / mb:.0f} MB "
-                                  f"({dependency_mb} MB dependency layer)", on_disk, "<= 0.05", on_disk <= 0.05),
+    return [Figure("disk, child", f"child adds {added[1] / mb:.1f} MB (at its peak {peak[1] / mb:.1f} MB) / "
+                                  f"parent image {sizes[0] / mb:.0f} MB ({dependency_mb} MB dependency layer)",
+                   on_disk, "<= 0.05", on_disk <= 0.05),
             Figure("registry, child", f"child {(stored[2] - stored[1]) / mb:.1f} MB / parent "
                                       f"{(stored[1] - stored[0]) / mb:.0f} MB stored", in_registry, "<= 0.05",
                    in_registry <= 0.05)]

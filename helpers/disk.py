@@ -113,10 +113,12 @@ class EngineDisk:
         return int(result.get("SpaceReclaimed") or 0)
 
     def bound_cache(self) -> int:
-        """Between builds: the cache under --cache-budget. Returns the bytes freed (0 if nothing to do)."""
+        """Between builds: the copies of build contexts go (each commit has a context of its own, so no
+        later build reuses one), then the cache under --cache-budget. Returns the bytes freed."""
+        freed = int(self.client.api.prune_builds(filters={"type": "source.local"}).get("SpaceReclaimed") or 0)
         usage = self.usage()
         budget = self.cache_budget.of(usage.total if usage else None)
-        return self.prune_cache(budget) if budget is not None else 0
+        return freed + (self.prune_cache(budget) if budget is not None else 0)
 
     def prune_own(self) -> int:
         """The harness's stopped containers and its untagged images (earlier builds of a tag)."""

@@ -108,7 +108,7 @@ def pyproject(dependencies: list[str]) -> str:
 
 
 def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe: bool = False,
-                   dependency_mb: int = 0) -> MiniRepo:
+                   dependency_mb: int = 0, module_size: int = 0) -> MiniRepo:
     """parent and child with the same dependencies (slowdep 1.0), then a third commit moving to 2.0.
 
     Building a dependency takes `slow` seconds (an sdist whose setup.py sleeps); installing it adds
@@ -121,7 +121,7 @@ def make_deps_repo(path: Path, slow: int = 0, extra_modules: int = 0, old_recipe
              "python/sglang/__init__.py": "", "python/sglang/srt/__init__.py": "",
              "python/sglang/srt/scheduler.py": "BATCH = 8\n",
              "docker/Dockerfile": deps_dockerfile(slow, uuid.uuid4().hex, old_recipe, dependency_mb)}
-    files.update({f"python/sglang/extra/mod_{i}.py": f"VALUE = {i}\n" for i in range(extra_modules)})
+    files.update({f"python/sglang/extra/mod_{i}.py": module_text(i, module_size) for i in range(extra_modules)})
     repo.commit("parent", files)
     repo.commit("child: same dependencies", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
     repo.commit("new dependency version", {"python/pyproject.toml": pyproject(["slowdep==2.0"])})
