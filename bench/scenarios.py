@@ -23,7 +23,7 @@ from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import BuiltImage, Harness, Produced
 from helpers.render.identity import proof_step
 from helpers.source import make_context
-from tests.minirepo import deps_dockerfile, make_deps_repo, make_repo
+from testkit.minirepo import deps_dockerfile, make_deps_repo, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 

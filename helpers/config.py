@@ -10,41 +10,11 @@ from pathlib import Path
 from helpers.dataset import parse_shard
 from helpers.disk import Size, parse_size
 from helpers.errors import ConfigError
-from helpers.profiles import FIXES, Profile, builtin_profile, load_profile_file
+from helpers.profiles import Profile, choose_fixes, choose_profile
+from helpers.publish import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
 from helpers.source import check_repo_url, is_inside_work_tree
-
-DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-@dataclass(frozen=True)
-class ImageName:
-    """`<registry>/<namespace>/<name>`; the tag is the commit's full SHA."""
-
-    registry: str
-    namespace: str
-    name: str
-
-    @property
-    def repository(self) -> str:
-        """The repository path as the registry API names it."""
-        path = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"library/{path}" if self.is_docker_hub and "/" not in path else path
-
-    @property
-    def is_docker_hub(self) -> bool:
-        return self.registry in DOCKER_HUB
-
-    @property
-    def full_name(self) -> str:
-        """`registry/namespace/name`: what the status lists belong to."""
-        return "/".join(part for part in (self.registry, self.namespace, self.name) if part)
-
-    def ref(self, sha: str) -> str:
-        prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
-        return f"{prefix}/{self.name}:{sha}"
-
 
 
 @dataclass(frozen=True)
@@ -131,22 +101,6 @@ def positive(name: str, value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
-
-
-def choose_profile(options: dict) -> Profile:
-    if options.get("profile_file"):
-        if options.get("project"):
-            raise ConfigError("give --project or --profile-file, not both")
-        return load_profile_file(Path(options["profile_file"]))
-    return builtin_profile(options.get("project") or "sglang").validate()
-
-
-def choose_fixes(profile: Profile, enable: list[str] | None, disable: list[str] | None) -> frozenset[str]:
-    """The profile's fixes, plus --enable-fix, minus --disable-fix (names checked)."""
-    for name in [*(enable or []), *(disable or [])]:
-        if name not in FIXES:
-            raise ConfigError(f"unknown fix {name!r}; known: {', '.join(FIXES)}")
-    return (frozenset(profile.fixes) | frozenset(enable or [])) - frozenset(disable or [])
 
 
 def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:

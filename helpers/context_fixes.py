@@ -12,9 +12,12 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import Specifier, SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-CONTEXT_FIXES = frozenset({"drop_sparse_deps", "pin_outlines"})     # the fixes that change context files
+from helpers.profiles import fixes_of_kind
+
+CONTEXT_FIXES = fixes_of_kind("context")     # the fixes that change context files
 SPARSE = {"sparsezoo", "sparseml"}
 OUTLINES_BOUND = Version("0.0.43")      # 0.0.43 needs `pyairports`, which is not installable
 
@@ -26,11 +29,6 @@ class AppliedFix:
 
     def __str__(self) -> str:
         return f"{self.name}: {self.detail}"
-
-
-def canonical(name: str) -> str:
-    """A distribution name as pip compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def constrain_outlines(spec: SpecifierSet) -> SpecifierSet:
@@ -60,7 +58,7 @@ def fix_requirement(text: str, fixes: set[str]) -> str | None:
         req = Requirement(text)
     except InvalidRequirement:
         return text
-    name = canonical(req.name)
+    name = canonicalize_name(req.name)
     if "drop_sparse_deps" in fixes and name in SPARSE:
         return None
     if "pin_outlines" in fixes and name == "outlines" and req.url is None:

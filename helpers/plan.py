@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from helpers.config import ImageName, default_dataset
+from helpers.config import default_dataset
 from helpers.dataset import CommitSpec, in_shard, load_plan, select
 from helpers.errors import ConfigError, HarnessError
 from helpers.profiles import builtin_profile
-from helpers.publish import RegistryAPI, resolve_credentials
+from helpers.publish import ImageName, RegistryAPI, resolve_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 

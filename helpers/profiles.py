@@ -13,9 +13,29 @@ try:
 except ModuleNotFoundError:                      # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-# Every context fix the harness knows (helpers/fixes.py), in the order they are applied.
-FIXES = ("drop_sparse_deps", "pin_outlines", "scm_version", "dockerfile_syntax", "no_git_mount",
-         "no_wheel_size_check")
+@dataclass(frozen=True)
+class Fix:
+    """One fix the harness knows: its name, what it changes, and what it does."""
+
+    name: str
+    kind: str       # "context": the context's dependency files; "dockerfile": the Dockerfile; "version": build args
+    does: str
+
+
+# Every fix, in the order it is applied; a profile names the ones it applies by default.
+FIX_REGISTRY = (
+    Fix("drop_sparse_deps", "context", "drop the `sparsezoo`/`sparseml` requirements that no longer install"),
+    Fix("pin_outlines", "context", "cap `outlines` below 0.0.43, whose later releases break old commits"),
+    Fix("scm_version", "version", "give setuptools-scm the commit's version when the build has no .git"),
+    Fix("dockerfile_syntax", "dockerfile", "normalise legacy syntax BuildKit rejects"),
+    Fix("no_git_mount", "dockerfile", "remove `.git` bind mounts (the context has no .git)"),
+    Fix("no_wheel_size_check", "dockerfile", "skip the wheel size check"),
+)
+FIXES = tuple(fix.name for fix in FIX_REGISTRY)
+
+
+def fixes_of_kind(kind: str) -> frozenset[str]:
+    return frozenset(fix.name for fix in FIX_REGISTRY if fix.kind == kind)
 
 
 @dataclass(frozen=True)
@@ -161,3 +181,20 @@ def _checked(path: Path, key: str, value: object, annotation: object) -> object:
     if not isinstance(value, wanted):
         raise ConfigError(f"profile file {path}: {key} must be a {wanted.__name__}, got {value!r}")
     return value
+
+
+def choose_profile(options: dict) -> Profile:
+    """--profile-file, else --project (default sglang)."""
+    if options.get("profile_file"):
+        if options.get("project"):
+            raise ConfigError("give --project or --profile-file, not both")
+        return load_profile_file(Path(options["profile_file"]))
+    return builtin_profile(options.get("project") or "sglang").validate()
+
+
+def choose_fixes(profile: Profile, enable: list[str] | None, disable: list[str] | None) -> frozenset[str]:
+    """The profile's fixes, plus --enable-fix, minus --disable-fix (names checked)."""
+    for name in [*(enable or []), *(disable or [])]:
+        if name not in FIXES:
+            raise ConfigError(f"unknown fix {name!r}; known: {', '.join(FIXES)}")
+    return (frozenset(profile.fixes) | frozenset(enable or [])) - frozenset(disable or [])

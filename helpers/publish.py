@@ -16,7 +16,6 @@ import docker
 import docker.auth
 import requests
 
-from helpers.config import DOCKER_HUB, ImageName
 from helpers.errors import ConfigError, InfraError, PushFailed
 
 MANIFEST_TYPES = ", ".join([
@@ -27,6 +26,38 @@ MANIFEST_TYPES = ", ".join([
 ])
 TRANSIENT = re.compile(r"timeout|timed out|temporar|connection (reset|refused|aborted)|EOF|broken pipe|"
                        r"50[0234]|429|too many requests|unavailable|i/o|network", re.I)
+
+
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """`<registry>/<namespace>/<name>`; the tag is the commit's full SHA."""
+
+    registry: str
+    namespace: str
+    name: str
+
+    @property
+    def repository(self) -> str:
+        """The repository path as the registry API names it."""
+        path = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"library/{path}" if self.is_docker_hub and "/" not in path else path
+
+    @property
+    def is_docker_hub(self) -> bool:
+        return self.registry in DOCKER_HUB
+
+    @property
+    def full_name(self) -> str:
+        """`registry/namespace/name`: what the status lists belong to."""
+        return "/".join(part for part in (self.registry, self.namespace, self.name) if part)
+
+    def ref(self, sha: str) -> str:
+        prefix = f"{self.registry}/{self.namespace}" if self.namespace else self.registry
+        return f"{prefix}/{self.name}:{sha}"
+
 
 
 @dataclass(frozen=True)

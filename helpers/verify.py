@@ -15,7 +15,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from helpers.context_fixes import canonical
+from packaging.utils import canonicalize_name
+
 from helpers.image_facts import Facts, FileFacts, blob_hash, loaded_from
 from helpers.profiles import Profile
 
@@ -116,17 +117,17 @@ def install_kind(facts: Facts, want: Expected) -> tuple[str, str | None]:
     dist_info = facts.probe.get("dist_info") or ""
     direct = facts.files.get(f"{dist_info}/direct_url.json") if dist_info else None
     data = json.loads(direct.text) if direct and direct.text else {}
-    wanted = canonical(want.profile.distribution)
+    wanted = canonicalize_name(want.profile.distribution)
     listing = facts.probe.get("listing") or {}
     names = [n for entries in listing.values() for n in entries]
     if (data.get("dir_info") or {}).get("editable") and str(data.get("url", "")).startswith("file://"):
         path = urllib.parse.unquote(data["url"][len("file://"):])
         finders = (re.fullmatch(r"__editable___(\w+)_finder\.py", n) for n in names)
-        finder = any(m and canonical(m.group(1)).startswith(wanted + "-") for m in finders)
+        finder = any(m and canonicalize_name(m.group(1)).startswith(wanted + "-") for m in finders)
         return ("PEP 660 editable (import finder)" if finder else "PEP 660/610 editable (.pth path)"), path
     for folder, entries in listing.items():
         for name in entries:
-            if name.endswith(".egg-link") and canonical(name[:-9]) == wanted:
+            if name.endswith(".egg-link") and canonicalize_name(name[:-9]) == wanted:
                 link = facts.files.get(f"{folder}/{name}")
                 target = (link.text or "").splitlines()[0].strip() if link and link.text else ""
                 return "setup.py develop (egg-link)", target or None

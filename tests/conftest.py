@@ -19,7 +19,7 @@ import docker  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers.report import Outcome, read_junit, read_status  # noqa: E402
-from tests.minirepo import MiniRepo, make_repo, record  # noqa: E402
+from testkit.minirepo import MiniRepo, make_repo, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

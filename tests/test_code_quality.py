@@ -27,7 +27,7 @@ def test_every_module_says_its_job_in_its_first_line():
 
 @pytest.mark.parametrize("tool, args", [
     ("mypy", ["helpers"]),
-    ("ruff", ["check", "helpers", "conftest.py", "build_suite", "tests", "bench"]),
+    ("ruff", ["check", "helpers", "conftest.py", "build_suite", "tests", "testkit", "bench"]),
 ])
 def test_tool_is_clean(tool, args):
     argv = [sys.executable, "-m", tool, *args]

@@ -14,8 +14,8 @@ import pytest
 
 from helpers.disk import is_disk_full, parse_size
 from helpers.errors import ConfigError
-from tests.faults import SmallDiskEngine
-from tests.minirepo import MiniRepo, make_repo, record
+from testkit.faults import SmallDiskEngine
+from testkit.minirepo import MiniRepo, make_repo, record
 
 BLOB_MB = 320           # each commit's own layer (a model file, in real life)
 

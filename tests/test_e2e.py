@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from helpers.publish import MANIFEST_TYPES
+from testkit.minirepo import git, record
 from tests.conftest import ROOT
-from tests.minirepo import git, record
 
 pytestmark = pytest.mark.docker
 
@@ -252,7 +252,7 @@ TAMPERING = "RUN rm /sgl-workspace/sglang/python/sglang/srt/scheduler.py\n"
 
 
 def test_an_image_that_fails_verification_is_never_pushed_and_is_rebuilt_next_time(harness_runner, mini_repo):
-    from tests.minirepo import dockerfile
+    from testkit.minirepo import dockerfile
     parent, child = mini_repo.commits
     tampered = {sha: json.dumps({"commit_hash": sha, "dockerfile_content": dockerfile() + TAMPERING})
                 for sha in (parent, child)}

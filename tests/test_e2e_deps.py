@@ -9,7 +9,7 @@ import re
 import docker
 import pytest
 
-from tests.minirepo import make_deps_repo, pyproject
+from testkit.minirepo import make_deps_repo, pyproject
 
 pytestmark = pytest.mark.docker
 

@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
+from testkit.minirepo import git, make_vllm_repo
 from tests.conftest import BASE_IMAGE
-from tests.minirepo import git, make_vllm_repo
 from tests.test_scm_version import checkout_version
 
 pytestmark = pytest.mark.docker

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import FaultyProxy, SecondEngine, kill_processes_matching, processes_matching, wait_until
-from tests.minirepo import dockerfile, record
+from testkit.faults import FaultyProxy, SecondEngine, kill_processes_matching, processes_matching, wait_until
+from testkit.minirepo import dockerfile, record
 
 pytestmark = pytest.mark.docker
 

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from helpers.config import ImageName
 from helpers.errors import ConfigError, InfraError, PushFailed
 from helpers.publish import (
     Credentials,
+    ImageName,
     Pushed,
     RegistryAPI,
     confirm_pushed,

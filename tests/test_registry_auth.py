@@ -10,9 +10,9 @@ import uuid
 import docker
 import pytest
 
+from testkit.faults import processes_matching
+from testkit.tokenauth import TokenRegistry, TokenServer
 from tests.conftest import REGISTRY_TOKEN, REGISTRY_USER
-from tests.faults import processes_matching
-from tests.tokenauth import TokenRegistry, TokenServer
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ import pytest
 
 from helpers.render.scm_version import DESCRIBE, describe_args, project_version, read_config
 from helpers.source import Mirror
-from tests.minirepo import MiniRepo, git
+from testkit.minirepo import MiniRepo, git
 
 PYPROJECT = '[project]\nname = "mini"\ndynamic = ["version"]\n[tool.setuptools_scm]\n{extra}\n'
 

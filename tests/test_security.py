@@ -10,9 +10,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from testkit.faults import processes_matching
+from testkit.minirepo import dockerfile
 from tests.conftest import REGISTRY_TOKEN, REGISTRY_USER
-from tests.faults import processes_matching
-from tests.minirepo import dockerfile
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing
 from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url, unsafe_member
-from tests.minirepo import MiniRepo, git
+from testkit.minirepo import MiniRepo, git
 
 
 def test_mirror_clones_once_and_fetches_once_per_session(mini_repo: MiniRepo, tmp_path: Path):

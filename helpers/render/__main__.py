@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from helpers.config import choose_fixes, choose_profile
 from helpers.errors import ConfigError, HarnessError
+from helpers.profiles import choose_fixes, choose_profile
 from helpers.render import RenderOptions, parse_mapping, render
 
 

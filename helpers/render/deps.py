@@ -19,8 +19,8 @@ import shlex
 from collections.abc import Mapping
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
-from helpers.context_fixes import canonical
 from helpers.profiles import Profile
 from helpers.render.dockerfile import Instruction, declared_values, expand, keyword_end, parse
 from helpers.render.pin import MOUNT_FLAG, SOURCE_MOUNT
@@ -45,7 +45,7 @@ def dependency_list(files: Mapping[str, str], subdir: str, extras: set[str]) -> 
     except tomllib.TOMLDecodeError:
         return None
     project = data.get("project") or {}
-    name = canonical(project.get("name", ""))
+    name = canonicalize_name(project.get("name", ""))
     dynamic = set(project.get("dynamic") or ())
     base = _dynamic(data, files, subdir, "dependencies") if "dependencies" in dynamic else \
         project.get("dependencies", [])                  # PEP 621: absent and not dynamic means none
@@ -64,7 +64,7 @@ def dependency_list(files: Mapping[str, str], subdir: str, extras: set[str]) -> 
             req = _parse(text)
             if req is None:
                 return None
-            if canonical(req.name) == name:               # "sglang[srt]" inside sglang's own extras
+            if canonicalize_name(req.name) == name:               # "sglang[srt]" inside sglang's own extras
                 wanted += sorted(req.extras)
             else:
                 out.append(text)

@@ -15,7 +15,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from helpers.context_fixes import canonical
+from packaging.utils import canonicalize_name
+
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import Profile, normalise_repo
 from helpers.render.dockerfile import Document, Instruction, declared_values, expand, keyword_end, parse, stage_parent
@@ -63,7 +64,7 @@ class Target:
         match = _REQUIREMENT.match(value.strip())
         if match is None or value.startswith(("-", ".", "/")):
             return False
-        return canonical(match.group(1)) == canonical(self.profile.distribution)
+        return canonicalize_name(match.group(1)) == canonicalize_name(self.profile.distribution)
 
     def mentions_project(self, text: str) -> bool:
         return self.profile.name.lower() in text.lower() or self.profile.import_name.lower() in text.lower()
