@@ -22,9 +22,9 @@ import requests
 from helpers import build, disk, image_facts, publish, render, report, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
-from helpers.dataset import CommitSpec
+from helpers.dataset import CommitSpec, InvalidEntry
 from helpers.disk import COMMIT_LABEL, SESSION_LABEL
-from helpers.errors import DiskFull, HarnessError, ImageNotFound, InfraError
+from helpers.errors import DatasetInvalid, DiskFull, HarnessError, ImageNotFound, InfraError
 from helpers.render.scm_version import project_version
 
 Record = Callable[[str, object], None]
@@ -168,12 +168,27 @@ class Harness:
             return True
         return (sha in pushed) if verify_only else (sha not in pushed)
 
-    def skip_reason(self, sha: str, pushed: set[str]) -> str | None:
-        """--skip-pushed: why this commit needs no work, or None when it does."""
+    def skip_reason(self, sha: str, pushed: set[str] | None) -> str | None:
+        """--skip-pushed: why this commit needs no work, or None when it does (or nothing was listed)."""
+        if pushed is None or not sha:
+            return None
         is_pushed = sha in pushed
         if self.config.verify_only:
             return None if is_pushed else f"not pushed to {self.config.image.ref(sha)}: nothing to verify"
         return f"already pushed: {self.config.image.ref(sha)}" if is_pushed else None
+
+    @staticmethod
+    def announce(entry: CommitSpec | InvalidEntry, record: Record) -> None:
+        """What the report knows of an entry before anything runs (a skipped one too): roles and SHA."""
+        record("roles", "+".join(entry.roles))
+        if entry.sha:
+            record("sha", entry.sha)
+
+    def run_entry(self, entry: CommitSpec | InvalidEntry, record: Record) -> Produced:
+        """One dataset entry's commit run; a malformed entry fails `dataset_invalid`."""
+        if isinstance(entry, InvalidEntry):
+            return Produced(error=DatasetInvalid(entry.reason))
+        return self.run_commit(entry, record)
 
     def run_commit(self, spec: CommitSpec, record: Record) -> Produced:
         """Build, verify the local image, and only when every check passed, push and confirm the digest;

@@ -1,0 +1,354 @@
+"""The harness as a pytest plugin: its options, the commits as parametrised tests, progress lines,
+the JUnit report moved into place atomically and the status lists written from it.
+
+Loaded by the root conftest.py (`pytest_plugins`); session state lives in `config.stash`."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import re
+import signal
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers import dataset, report
+from helpers.config import make_config
+from helpers.errors import CATEGORIES, ConfigError, HarnessError, InfraError
+from helpers.pipeline import Harness
+from helpers.progress import Followers, RunProgress
+from helpers.publish import ensure_local_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "build_suite"
+SHARD_GROUPS = pytest.StashKey[dict]()
+SESSION_ID = pytest.StashKey[str]()
+CONFIG = pytest.StashKey["HarnessConfig | None"]()
+PUSHED = pytest.StashKey["set[str] | None"]()
+JUNIT = pytest.StashKey[Path]()
+
+
+# The harness's options, one row each: (flag, argparse keywords). Their values reach the
+# configuration under the flag's name (`--repo-url` -> options["repo_url"]).
+OPTIONS = (
+    ("--dataset", dict(help="JSON-lines dataset (default data/sglang_track_all.json)")),
+    ("--blacklist", dict(help="SHAs to exclude, one per line (default data/blacklist.txt)")),
+    ("--project", dict(help="built-in project profile: sglang (default) or vllm")),
+    ("--profile-file", dict(help="a project profile in TOML (see README)")),
+    ("--repo-url", dict(help="repository URL or local path (default: the profile's public repository)")),
+    ("--cache-dir", dict(help="where the bare mirror lives (default ~/.cache/commit-image-harness)")),
+    ("--work-dir", dict(help="where build contexts are made (default /dev/shm if it has room, else temp)")),
+    ("--log-dir", dict(help="one build log per commit (default logs/)")),
+    ("--status-dir", dict(help="status lists folder (default commit-status/)")),
+    ("--attestation-dir", dict(help="an in-toto statement per verified image (default reports/attestations/)")),
+    ("--registry", dict(help="registry host (default docker.io)")),
+    ("--namespace", dict(help="registry namespace (default $DOCKERHUB_USERNAME)")),
+    ("--image-name", dict(help="image repository name (default: the profile's, nvidia-sglang-docker)")),
+    ("--no-push", dict(action="store_true", help="build and verify locally; push nothing")),
+    ("--verify-only", dict(action="store_true", help="verify existing images (local, else pulled)")),
+    ("--platform", dict(help="build platform (default linux/amd64)")),
+    ("--docker-client", dict(help="docker client binary (env HARNESS_DOCKER_CLIENT)")),
+    ("--build-driver", dict(help="auto | buildx | buildkit (env HARNESS_BUILD_DRIVER)")),
+    ("--builder", dict(help="buildx builder to use (remote BuildKit, for instance)")),
+    ("--cache-from", dict(action="append", help="buildx --cache-from, repeatable")),
+    ("--cache-to", dict(action="append", help="buildx --cache-to, repeatable")),
+    ("--base-image-map", dict(action="append", metavar="PATTERN=IMAGE",
+                    help="rewrite FROM images matching a glob, repeatable")),
+    ("--build-timeout", dict(type=float, help="seconds before a build is stopped (default 7200)")),
+    ("--verify-timeout", dict(type=float, help="seconds for the verification run (default 600)")),
+    ("--git-timeout", dict(type=float, help="seconds for a clone or fetch (default 1800)")),
+    ("--push-retries", dict(type=int, help="retries of a push on transient errors (default 3)")),
+    ("--push-backoff", dict(type=float, help="seconds before the first push retry, doubling (default 2)")),
+    ("--keep-failed", dict(action="store_true", help="keep the images of commits that failed verification")),
+    ("--keep-images", dict(action="store_true",
+                    help="keep each pushed image in the local engine (default: its tag is removed once pushed)")),
+    ("--min-free", dict(metavar="SIZE", help="free space the engine's data root needs before each build, pruning "
+                    "when short, else disk_full (default 10%% of its filesystem, at most 30G)")),
+    ("--cache-budget", dict(metavar="SIZE", help="BuildKit's build cache is pruned to this between builds, least "
+                    "recently used first (default 25%% of the data root's filesystem)")),
+    ("--batch-size", dict(type=int, help="keep only the first N selected commits")),
+    ("--shard", dict(metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")),
+    ("--skip-pushed", dict(action="store_true",
+                    help="skip commits whose image tag is already in the registry (listed once per session)")),
+    ("--show-build-logs", dict(action="store_true", help="stream build output prefixed by short SHA")),
+    ("--keep-contexts", dict(action="store_true", help="keep build contexts for inspection")),
+    ("--enable-fix", dict(action="append", metavar="NAME", help="apply a context fix the profile leaves off")),
+    ("--disable-fix", dict(action="append", metavar="NAME", help="skip a context fix of the profile")),
+    ("--freeze-deps", dict(action="store_true",
+                    help="pip/uv see only releases uploaded before the end of the commit's day (UTC)")),
+    ("--prepare-only", dict(action="store_true",
+                    help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")),
+    ("--out-dir", dict(help="folder for --prepare-only")),
+    ("--no-dependency-layer", dict(action="store_true",
+                    help="keep the project's dependency install in the same step as its source")),
+    ("--no-package-cache", dict(action="store_true", help="no BuildKit cache mount for pip and uv")),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "commit image harness")
+    for flag, keywords in OPTIONS:
+        group.addoption(flag, **keywords)
+
+
+def option_values(config: pytest.Config) -> dict:
+    names = [flag[2:].replace("-", "_") for flag, _ in OPTIONS]
+    return {name: config.getoption(name) for name in names}
+
+
+def is_build_run(config: pytest.Config) -> bool:
+    paths = [Path(str(a).split("::")[0]).resolve() for a in config.args] or [SUITE]
+    return any(p == ROOT or p == SUITE or SUITE in p.parents for p in paths)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    worker = getattr(config, "workerinput", None)
+    config.stash[SESSION_ID] = worker["harness_session"] if worker else uuid.uuid4().hex
+    config.stash[CONFIG] = None
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(SessionIdToWorkers(), "harness-xdist")
+    if not is_build_run(config) or config.option.help:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    if getattr(config.option, "lf", False):
+        # `--lf` after a run without failures rebuilds nothing (pytest's default would rebuild every commit)
+        config.option.last_failed_no_failures = "none"
+    options = option_values(config)
+    options["collect_only"] = config.option.collectonly
+    try:
+        config.stash[CONFIG] = cfg = make_config(options, ROOT, config.stash[SESSION_ID])
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from e
+    if not worker:
+        config.pluginmanager.register(ProgressLines(config), "harness-progress")
+    if not worker and cfg.show_build_logs:
+        config.pluginmanager.register(BuildLogEcho(config, cfg.log_dir), "harness-log-echo")
+    if not worker and not config.option.collectonly and not cfg.prepare_only:
+        final = Path(config.option.xmlpath or ROOT / "reports" / "junit.xml").resolve()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        config.stash[JUNIT] = final
+        config.option.xmlpath = str(final.with_name(f".{final.name}.{os.getpid()}.tmp"))
+
+
+class BuildLogEcho:
+    """--show-build-logs: the terminal's process follows each running commit's log file."""
+
+    def __init__(self, config: pytest.Config, log_dir: Path):
+        self.followers = Followers(terminal_writer(config))
+        self.log_dir = log_dir
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        sha = re.search(r"([0-9a-f]{7,40})\]$", nodeid)
+        if sha:
+            self.followers.start(nodeid, self.log_dir / f"{sha.group(1)}.log", sha.group(1)[:12])
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.followers.stop(nodeid)
+
+
+class ProgressLines:
+    """A line per finished commit as the run goes (result, category, build seconds); a table at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config, self.progress = config, RunProgress()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "test_commit[" not in report.nodeid:
+            return
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
+        line = self.progress.finish(report.nodeid, report.when, report.outcome, dict(report.user_properties), reason)
+        if line:
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if self.config.get_terminal_writer().width_of_current_line:
+                terminal.write("\n")                # after the progress dots
+            terminal.write_line(line)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        table = self.progress.table()
+        if table:
+            terminalreporter.section("commits of this run")
+            for line in table:
+                terminalreporter.write_line(line)
+
+
+def terminal_writer(config: pytest.Config):
+    """Writes to the real terminal even while pytest captures this process's output (no -n): called
+    at pytest_configure, when pytest has suspended its capture, it keeps its own copy of stdout."""
+    terminal = os.dup(1)
+    return lambda line: os.write(terminal, (line + "\n").encode("utf-8", "replace"))
+
+
+class SessionIdToWorkers:
+    """Gives every xdist worker the controller's session id (one mirror fetch per session)."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["harness_session"] = node.config.stash[SESSION_ID]
+        pushed = node.config.stash.get(PUSHED, None)
+        node.workerinput["harness_pushed"] = None if pushed is None else sorted(pushed)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On the controller, before any worker starts: the engine must answer, and --skip-pushed
+    lists the repository's tags once for the whole session."""
+    config = session.config
+    worker = getattr(config, "workerinput", None)
+    pushed = worker.get("harness_pushed") if worker else None
+    config.stash[PUSHED] = None if pushed is None else set(pushed)
+    cfg = config.stash[CONFIG]
+    if cfg is None or config.option.collectonly or worker or cfg.prepare_only:
+        return
+    harness = Harness(cfg)
+    try:
+        harness.check_engine()
+        if cfg.local_registry and (cfg.push or cfg.verify_only or cfg.skip_pushed):
+            ensure_local_registry(harness.docker, int(cfg.image.registry.rsplit(":", 1)[1]))
+        if cfg.skip_pushed:
+            config.stash[PUSHED] = harness.pushed_tags()
+    except InfraError as e:
+        raise pytest.UsageError(f"stopping before any commit: {e.message}") from e
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    cfg = config.stash.get(CONFIG, None)
+    if cfg is None or cfg.prepare_only or config.option.collectonly:
+        return []
+    lines = []
+    if cfg.local_registry and not cfg.no_push:
+        lines.append(f"images go to the harness's own registry {cfg.image.registry} (container commit-image-harness-"
+                     f"registry-{cfg.image.registry.rsplit(':', 1)[1]}, left running so other machines can pull); to "
+                     "push to Docker Hub instead, set DOCKERHUB_USERNAME and DOCKERHUB_TOKEN (or docker login), or "
+                     "pass --namespace")
+    with contextlib.suppress(HarnessError):
+        lines.append(Harness(cfg).disk.describe())
+    return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "commit" not in metafunc.fixturenames:
+        return
+    cfg = metafunc.config.stash.get(CONFIG, None)
+    if cfg is None:
+        raise pytest.UsageError("the build suite needs the harness configuration (run it from the project root)")
+    plan = dataset.load_plan(cfg.dataset, cfg.blacklist)
+    metafunc.config.stash[SHARD_GROUPS] = plan.groups
+    entries = list(plan.entries)
+    if any(isinstance(e, dataset.CommitSpec) and len(e.sha) < 40 for e in entries):
+        entries = dataset.with_full_shas(entries, Harness(cfg).mirror.resolve)    # ids carry full SHAs
+    params = [pytest.param(e, id=e.test_id, marks=[getattr(pytest.mark, r) for r in e.roles] or
+                           [pytest.mark.dataset]) for e in entries]
+    metafunc.parametrize("commit", params)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After -k/-m/--lf: what is already pushed (kept, to be reported skipped, but not counted), the
+    first --batch-size commits with work, then this --shard's part of them (dataset.select)."""
+    cfg = config.stash.get(CONFIG, None)
+    if cfg is None:
+        return
+    entries = {i: i.callspec.params["commit"] for i in items
+               if hasattr(i, "callspec") and "commit" in i.callspec.params}
+    pushed = config.stash.get(PUSHED, None)
+    chosen = dataset.select(entries.values(), lambda e: Harness.has_work(e.sha, pushed, cfg.verify_only),
+                            config.getoption("batch_size"), cfg.shard, config.stash.get(SHARD_GROUPS, {}))
+    kept_ids = {id(e) for e in chosen}
+    dropped = {i for i, e in entries.items() if id(e) not in kept_ids}
+    if dropped:
+        config.hook.pytest_deselected(items=[i for i in items if i in dropped])
+        items[:] = [i for i in items if i not in dropped]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Ten thousand collected commits are long-lived objects: keep the garbage collector (which
+    pytest runs several times at the end of a session) from walking them again and again."""
+    if session.config.stash.get(CONFIG, None) is not None:
+        gc.freeze()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is None or call.when == "teardown" or "commit" not in getattr(item, "fixturenames", ()):
+        return
+    error = call.excinfo.value
+    if call.excinfo.errisinstance(pytest.skip.Exception):
+        return
+    category, reason = failure_category(error)
+    for prop in (("category", category), ("reason", reason)):
+        item.user_properties.append(prop)
+        report.user_properties.append(prop)
+    if isinstance(error, HarnessError):
+        report.longrepr = error.describe()
+
+
+def failure_category(error: BaseException) -> tuple[str, str]:
+    """A harness error names its category; a failed check's assertion message starts with it."""
+    if isinstance(error, HarnessError):
+        return error.category, error.message.strip().splitlines()[0][:300] if error.message.strip() else ""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    category = first.split(":", 1)[0]
+    if isinstance(error, AssertionError) and category in CATEGORIES:
+        return category, first[:300]
+    return "infra_error", f"{type(error).__name__}: {first}"[:300]
+
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The JUnit file is written beside its final name and moved there at the end (pytest_unconfigure):
+    pytest's own summary line names the final file, not the temporary one."""
+    final = session.config.stash.get(JUNIT, None)
+    for plugin in session.config.pluginmanager.get_plugins() if final else ():
+        if getattr(plugin, "logfile", None) == session.config.option.xmlpath:     # pytest's JUnit writer
+            plugin.logfile = str(final)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    final = config.stash.get(JUNIT, None)
+    if final is not None:
+        cfg = config.stash[CONFIG]
+        terminalreporter.write_line(f"JUnit report: {final}; status lists: {cfg.status_dir}; logs: {cfg.log_dir}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Controller, once: the JUnit file into place, then the status lists and the summary.
+
+    SIGINT and SIGTERM wait until all of it is written: readers see the old set or the new one."""
+    final = config.stash.get(JUNIT, None)
+    temporary = Path(config.option.xmlpath) if final else None
+    if final is None or temporary is None or not temporary.exists():
+        return
+    cfg = config.stash.get(CONFIG, None)
+    with signals_deferred():
+        os.replace(temporary, final)
+        conflict = report.owner_conflict(cfg.status_dir, cfg.image.full_name)
+        if conflict:
+            outcomes = report.read_junit(final)
+            config.get_terminal_writer().line(f"status lists not written: {conflict}", yellow=True)
+        else:
+            outcomes = report.update_status_from_junit(final, cfg.status_dir, cfg.image.full_name)
+        report.atomic_write(final.with_name("summary.md"), report.markdown_summary(outcomes))
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (CI cancelling a job) ends the run like Ctrl-C: builds stopped, results written."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
