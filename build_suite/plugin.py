@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import dataset, report
-from helpers.config import make_config
+from helpers.config import OPTIONS, HarnessConfig, make_config
 from helpers.errors import CATEGORIES, ConfigError, HarnessError, InfraError
 from helpers.pipeline import Harness
 from helpers.progress import Followers, RunProgress
@@ -26,77 +26,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "build_suite"
 SHARD_GROUPS = pytest.StashKey[dict]()
 SESSION_ID = pytest.StashKey[str]()
-CONFIG = pytest.StashKey["HarnessConfig | None"]()
-PUSHED = pytest.StashKey["set[str] | None"]()
+CONFIG = pytest.StashKey[HarnessConfig | None]()
+PUSHED = pytest.StashKey[set[str] | None]()
 JUNIT = pytest.StashKey[Path]()
-
-
-# The harness's options, one row each: (flag, argparse keywords). Their values reach the
-# configuration under the flag's name (`--repo-url` -> options["repo_url"]).
-OPTIONS = (
-    ("--dataset", dict(help="JSON-lines dataset (default data/sglang_track_all.json)")),
-    ("--blacklist", dict(help="SHAs to exclude, one per line (default data/blacklist.txt)")),
-    ("--project", dict(help="built-in project profile: sglang (default) or vllm")),
-    ("--profile-file", dict(help="a project profile in TOML (see README)")),
-    ("--repo-url", dict(help="repository URL or local path (default: the profile's public repository)")),
-    ("--cache-dir", dict(help="where the bare mirror lives (default ~/.cache/commit-image-harness)")),
-    ("--work-dir", dict(help="where build contexts are made (default /dev/shm if it has room, else temp)")),
-    ("--log-dir", dict(help="one build log per commit (default logs/)")),
-    ("--status-dir", dict(help="status lists folder (default commit-status/)")),
-    ("--attestation-dir", dict(help="an in-toto statement per verified image (default reports/attestations/)")),
-    ("--registry", dict(help="registry host (default docker.io)")),
-    ("--namespace", dict(help="registry namespace (default $DOCKERHUB_USERNAME)")),
-    ("--image-name", dict(help="image repository name (default: the profile's, nvidia-sglang-docker)")),
-    ("--no-push", dict(action="store_true", help="build and verify locally; push nothing")),
-    ("--verify-only", dict(action="store_true", help="verify existing images (local, else pulled)")),
-    ("--platform", dict(help="build platform (default linux/amd64)")),
-    ("--docker-client", dict(help="docker client binary (env HARNESS_DOCKER_CLIENT)")),
-    ("--build-driver", dict(help="auto | buildx | buildkit (env HARNESS_BUILD_DRIVER)")),
-    ("--builder", dict(help="buildx builder to use (remote BuildKit, for instance)")),
-    ("--cache-from", dict(action="append", help="buildx --cache-from, repeatable")),
-    ("--cache-to", dict(action="append", help="buildx --cache-to, repeatable")),
-    ("--base-image-map", dict(action="append", metavar="PATTERN=IMAGE",
-                    help="rewrite FROM images matching a glob, repeatable")),
-    ("--build-timeout", dict(type=float, help="seconds before a build is stopped (default 7200)")),
-    ("--verify-timeout", dict(type=float, help="seconds for the verification run (default 600)")),
-    ("--git-timeout", dict(type=float, help="seconds for a clone or fetch (default 1800)")),
-    ("--push-retries", dict(type=int, help="retries of a push on transient errors (default 3)")),
-    ("--push-backoff", dict(type=float, help="seconds before the first push retry, doubling (default 2)")),
-    ("--keep-failed", dict(action="store_true", help="keep the images of commits that failed verification")),
-    ("--keep-images", dict(action="store_true",
-                    help="keep each pushed image in the local engine (default: its tag is removed once pushed)")),
-    ("--min-free", dict(metavar="SIZE", help="free space the engine's data root needs before each build, pruning "
-                    "when short, else disk_full (default 10%% of its filesystem, at most 30G)")),
-    ("--cache-budget", dict(metavar="SIZE", help="BuildKit's build cache is pruned to this between builds, least "
-                    "recently used first (default 25%% of the data root's filesystem)")),
-    ("--batch-size", dict(type=int, help="keep only the first N selected commits")),
-    ("--shard", dict(metavar="I/N", help="run the I-th of N disjoint slices of the commits (by SHA)")),
-    ("--skip-pushed", dict(action="store_true",
-                    help="skip commits whose image tag is already in the registry (listed once per session)")),
-    ("--show-build-logs", dict(action="store_true", help="stream build output prefixed by short SHA")),
-    ("--keep-contexts", dict(action="store_true", help="keep build contexts for inspection")),
-    ("--enable-fix", dict(action="append", metavar="NAME", help="apply a context fix the profile leaves off")),
-    ("--disable-fix", dict(action="append", metavar="NAME", help="skip a context fix of the profile")),
-    ("--freeze-deps", dict(action="store_true",
-                    help="pip/uv see only releases uploaded before the end of the commit's day (UTC)")),
-    ("--prepare-only", dict(action="store_true",
-                    help="write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing")),
-    ("--out-dir", dict(help="folder for --prepare-only")),
-    ("--no-dependency-layer", dict(action="store_true",
-                    help="keep the project's dependency install in the same step as its source")),
-    ("--no-package-cache", dict(action="store_true", help="no BuildKit cache mount for pip and uv")),
-)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "commit image harness")
-    for flag, keywords in OPTIONS:
-        group.addoption(flag, **keywords)
+    for option in OPTIONS:
+        group.addoption(option.flag, **option.keywords())
 
 
 def option_values(config: pytest.Config) -> dict:
-    names = [flag[2:].replace("-", "_") for flag, _ in OPTIONS]
-    return {name: config.getoption(name) for name in names}
+    return {option.name: config.getoption(option.name) for option in OPTIONS}
 
 
 def is_build_run(config: pytest.Config) -> bool:
@@ -256,7 +198,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                if hasattr(i, "callspec") and "commit" in i.callspec.params}
     pushed = config.stash.get(PUSHED, None)
     chosen = dataset.select(entries.values(), lambda e: Harness.has_work(e.sha, pushed, cfg.verify_only),
-                            config.getoption("batch_size"), cfg.shard, config.stash.get(SHARD_GROUPS, {}))
+                            cfg.batch_size, cfg.shard, config.stash.get(SHARD_GROUPS, {}))
     kept_ids = {id(e) for e in chosen}
     dropped = {i for i, e in entries.items() if id(e) not in kept_ids}
     if dropped:

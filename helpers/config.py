@@ -18,7 +18,106 @@ from helpers.source import check_repo_url, is_inside_work_tree
 
 
 @dataclass(frozen=True)
+class Option:
+    """One option of a run: its flag, its help, and its default (written as if given; None when the
+    run computes it, and then `shown` says how). --help and the README both show this default."""
+
+    flag: str
+    help: str
+    default: str | None = None
+    shown: str = ""
+    kind: str = "value"          # value | flag (store_true) | list (repeatable) | int | float
+    metavar: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The key of its value in `make_config`'s options (`--repo-url` -> `repo_url`)."""
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def default_text(self) -> str:
+        return "off" if self.kind == "flag" else self.shown or self.default or ""
+
+    def keywords(self) -> dict:
+        """argparse keywords (pytest's addoption)."""
+        shown = f" (default {self.default_text})" if self.default_text and self.kind != "flag" else ""
+        keywords: dict = {"help": (self.help + shown).replace("%", "%%")}
+        kinds: dict[str, dict] = {"flag": {"action": "store_true"}, "list": {"action": "append"},
+                                  "int": {"type": int}, "float": {"type": float}}
+        keywords.update(kinds.get(self.kind, {}))
+        if self.metavar:
+            keywords["metavar"] = self.metavar
+        return keywords
+
+
+MIN_FREE_CAP = "30G"       # a share of a big disk is more than one build needs
+
+OPTIONS = (
+    Option("--dataset", "JSON-lines dataset", shown="data/sglang_track_all.json"),
+    Option("--blacklist", "SHAs to exclude, one per line", shown="data/blacklist.txt"),
+    Option("--project", "built-in project profile: sglang or vllm", shown="sglang"),
+    Option("--profile-file", "a project profile in TOML (see README)"),
+    Option("--repo-url", "repository URL or local path",
+           shown="the profile's: https://github.com/sgl-project/sglang.git for sglang"),
+    Option("--cache-dir", "where the bare mirror lives",
+           shown="~/.cache/commit-image-harness (or $HARNESS_CACHE_DIR)"),
+    Option("--work-dir", "where build contexts are made",
+           shown="/dev/shm when it has 2 GiB free, else the system temp dir"),
+    Option("--log-dir", "one build log per commit", shown="logs/"),
+    Option("--status-dir", "status lists folder", shown="commit-status/"),
+    Option("--attestation-dir", "an in-toto statement per verified image", shown="reports/attestations/"),
+    Option("--registry", "registry host",
+           shown="docker.io when a namespace is known, else the harness's own localhost:5000"),
+    Option("--namespace", "registry namespace", shown="$DOCKERHUB_USERNAME (harness on the local registry)"),
+    Option("--image-name", "image repository name", shown="the profile's: nvidia-sglang-docker for sglang"),
+    Option("--no-push", "build and verify locally; push nothing", kind="flag"),
+    Option("--verify-only", "verify existing images (local, else pulled)", kind="flag"),
+    Option("--platform", "build platform", "linux/amd64"),
+    Option("--docker-client", "docker client binary", shown="$HARNESS_DOCKER_CLIENT, else found on PATH"),
+    Option("--build-driver", "auto | buildx | buildkit", shown="$HARNESS_BUILD_DRIVER, else auto"),
+    Option("--builder", "buildx builder to use (remote BuildKit, for instance)"),
+    Option("--cache-from", "buildx --cache-from, repeatable", kind="list"),
+    Option("--cache-to", "buildx --cache-to, repeatable", kind="list"),
+    Option("--base-image-map", "rewrite FROM images matching a glob, repeatable", kind="list",
+           metavar="PATTERN=IMAGE"),
+    Option("--build-timeout", "seconds before a build is stopped", "7200", kind="float"),
+    Option("--verify-timeout", "seconds for the verification run", "600", kind="float"),
+    Option("--git-timeout", "seconds for any git command (a clone or fetch of the mirror too)", "1800",
+           kind="float"),
+    Option("--push-retries", "retries of a push on transient errors", "3", kind="int"),
+    Option("--push-backoff", "seconds before the first push retry, doubling", "2", kind="float"),
+    Option("--keep-failed", "keep the images of commits that failed (verification or push)", kind="flag"),
+    Option("--keep-images", "keep each pushed image in the local engine (else its tag is removed once pushed)",
+           kind="flag"),
+    Option("--min-free", "free space the engine's data root needs before each build; pruning when short, "
+           "else disk_full", "10%", shown=f"10% of the data root's filesystem, at most {MIN_FREE_CAP}",
+           metavar="SIZE"),
+    Option("--cache-budget", "BuildKit's build cache is pruned to this between builds, least recently used "
+           "first", "25%", shown="25% of the data root's filesystem", metavar="SIZE"),
+    Option("--batch-size", "keep only the first N selected commits", kind="int", shown="all"),
+    Option("--shard", "run the I-th of N disjoint slices of the commits (by SHA)", metavar="I/N"),
+    Option("--skip-pushed", "skip commits whose image tag is already in the registry (listed once per session)",
+           kind="flag"),
+    Option("--show-build-logs", "stream build output prefixed by short SHA", kind="flag"),
+    Option("--keep-contexts", "keep build contexts for inspection", kind="flag"),
+    Option("--enable-fix", "apply a fix the profile leaves off", kind="list", metavar="NAME", shown="the profile's"),
+    Option("--disable-fix", "skip a fix of the profile", kind="list", metavar="NAME", shown="the profile's"),
+    Option("--freeze-deps", "pip/uv see only releases uploaded before the end of the commit's day (UTC)",
+           kind="flag"),
+    Option("--prepare-only", "write each commit's rendered Dockerfile, diff and fixes to --out-dir; build nothing",
+           kind="flag"),
+    Option("--out-dir", "folder for --prepare-only"),
+    Option("--no-dependency-layer", "keep the project's dependency install in the same step as its source",
+           kind="flag"),
+    Option("--no-package-cache", "no BuildKit cache mount for pip and uv", kind="flag"),
+)
+DEFAULTS = {option.name: option.default for option in OPTIONS}
+
+
+@dataclass(frozen=True)
 class HarnessConfig:
+    """Every option of a run, parsed and checked; made only by make_config (defaults: OPTIONS)."""
+
     profile: Profile
     dataset: Path
     blacklist: Path
@@ -30,36 +129,37 @@ class HarnessConfig:
     attestation_dir: Path
     image: ImageName
     session_id: str
-    push: bool = True
-    no_push: bool = False            # --no-push: nothing goes to or comes from the registry
-    local_registry: bool = False     # no registry or namespace given: the harness runs a registry itself
-    verify_only: bool = False
-    platform: str = "linux/amd64"
-    docker_client: str | None = None
-    build_driver: str | None = None
-    builder: str | None = None
-    cache_from: tuple[str, ...] = ()
-    cache_to: tuple[str, ...] = ()
-    base_images: BaseImageMap = ()
-    build_timeout: float = 7200
-    verify_timeout: float = 600
-    git_timeout: float = 1800
-    push_retries: int = 3
-    push_backoff: float = 2.0
-    keep_failed: bool = False
-    keep_images: bool = False        # --keep-images: pushed images stay in the local engine
-    min_free: Size = Size("10%", share=0.10, cap=30 * 2 ** 30)
-    cache_budget: Size = Size("25%", share=0.25)
-    show_build_logs: bool = False
-    keep_contexts: bool = False
-    skip_pushed: bool = False
-    shard: tuple[int, int] | None = None
-    fixes: frozenset[str] = frozenset()
-    freeze_deps: bool = False
-    prepare_only: bool = False
-    out_dir: Path | None = None
-    dependency_layer: bool = True
-    package_cache: bool = True
+    push: bool
+    no_push: bool  # --no-push: nothing goes to or comes from the registry
+    local_registry: bool  # no registry or namespace given: the harness runs a registry itself
+    verify_only: bool
+    platform: str
+    docker_client: str | None
+    build_driver: str | None
+    builder: str | None
+    cache_from: tuple[str, ...]
+    cache_to: tuple[str, ...]
+    base_images: BaseImageMap
+    build_timeout: float
+    verify_timeout: float
+    git_timeout: float
+    push_retries: int
+    push_backoff: float
+    keep_failed: bool
+    keep_images: bool  # --keep-images: pushed images stay in the local engine
+    min_free: Size
+    cache_budget: Size
+    show_build_logs: bool
+    keep_contexts: bool
+    skip_pushed: bool
+    shard: tuple[int, int] | None
+    fixes: frozenset[str]
+    freeze_deps: bool
+    prepare_only: bool
+    out_dir: Path | None
+    batch_size: int | None
+    dependency_layer: bool
+    package_cache: bool
 
 
 def local_registry_port() -> int:
@@ -103,8 +203,9 @@ def positive(name: str, value: float) -> float:
     return value
 
 
-def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
-    """Build the configuration from option values (None means: use the default)."""
+def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
+    """Build the configuration from option values (None means: use the default, from OPTIONS)."""
+    options = {**DEFAULTS, **{name: value for name, value in given.items() if value is not None}}
     profile = choose_profile(options)
     prepare_only = bool(options.get("prepare_only"))
     if prepare_only and not options.get("out_dir"):
@@ -143,23 +244,23 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         local_registry=local_registry,
         no_push=bool(options.get("no_push")),
         verify_only=bool(options.get("verify_only")),
-        platform=options.get("platform") or "linux/amd64",
+        platform=options["platform"],
         docker_client=options.get("docker_client") or os.environ.get("HARNESS_DOCKER_CLIENT") or None,
         build_driver=options.get("build_driver") or os.environ.get("HARNESS_BUILD_DRIVER") or None,
         builder=options.get("builder"),
         cache_from=tuple(options.get("cache_from") or ()),
         cache_to=tuple(options.get("cache_to") or ()),
         base_images=parse_mapping(list(options.get("base_image_map") or ())),
-        build_timeout=positive("--build-timeout", float(options.get("build_timeout") or 7200)),
-        verify_timeout=positive("--verify-timeout", float(options.get("verify_timeout") or 600)),
-        git_timeout=positive("--git-timeout", float(options.get("git_timeout") or 1800)),
-        push_retries=int(options.get("push_retries") or 0) if options.get("push_retries") is not None else 3,
-        push_backoff=positive("--push-backoff", float(options.get("push_backoff") or 2.0)),
+        build_timeout=positive("--build-timeout", float(options["build_timeout"])),
+        verify_timeout=positive("--verify-timeout", float(options["verify_timeout"])),
+        git_timeout=positive("--git-timeout", float(options["git_timeout"])),
+        push_retries=int(options["push_retries"]),
+        push_backoff=positive("--push-backoff", float(options["push_backoff"])),
         keep_failed=bool(options.get("keep_failed")),
         keep_images=bool(options.get("keep_images")),
-        min_free=parse_size(options["min_free"], "--min-free") if options.get("min_free") else HarnessConfig.min_free,
-        cache_budget=(parse_size(options["cache_budget"], "--cache-budget") if options.get("cache_budget")
-                      else HarnessConfig.cache_budget),
+        min_free=parse_size(options["min_free"], "--min-free",
+                            cap=None if given.get("min_free") else parse_size(MIN_FREE_CAP, "").of(None)),
+        cache_budget=parse_size(options["cache_budget"], "--cache-budget"),
         show_build_logs=bool(options.get("show_build_logs")),
         keep_contexts=bool(options.get("keep_contexts")),
         skip_pushed=bool(options.get("skip_pushed")),
@@ -170,4 +271,5 @@ def make_config(options: dict, root: Path, session_id: str) -> HarnessConfig:
         out_dir=Path(options["out_dir"]).resolve() if options.get("out_dir") else None,
         dependency_layer=not options.get("no_dependency_layer"),
         package_cache=not options.get("no_package_cache"),
+        batch_size=options.get("batch_size"),
     )

@@ -1,4 +1,5 @@
 """Options become one frozen configuration; bad values stop the run before any commit."""
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,24 @@ def test_the_vllm_role_marker_is_registered():
     ini.read(Path(__file__).resolve().parent.parent / "pytest.ini")
     markers = [line.split(":")[0].strip() for line in ini["pytest"]["markers"].splitlines() if line.strip()]
     assert {"human", "parent", "commit", "dataset"} <= set(markers)
+
+
+def readme_defaults() -> dict[str, str]:
+    """`--flag` -> the default column of README's options table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Options", 1)[1].split("\n## ", 1)[0]
+    found = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`--"):
+            for flag in re.findall(r"`(--[a-z][a-z-]*)", cells[0]):
+                found[flag] = cells[1].replace("`", "")
+    return found
+
+
+def test_every_option_and_its_default_are_written_once_and_the_readme_shows_them():
+    from helpers.config import OPTIONS
+    shown = readme_defaults()
+    assert sorted(shown) == sorted([o.flag for o in OPTIONS] + ["--junitxml"])       # pytest's own, with ours
+    wrong = {o.flag: (o.default_text, shown[o.flag]) for o in OPTIONS if o.default_text != shown[o.flag]}
+    assert not wrong, "README default column differs from OPTIONS: " + repr(wrong)
