@@ -9,7 +9,6 @@ import difflib
 import functools
 import os
 import posixpath
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -414,11 +413,11 @@ class Harness:
 def harness_version() -> str:
     """The harness's own commit (its checkout's HEAD), `unknown` outside a git checkout."""
     try:
-        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        done = source.run_git(["-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "HEAD"], 10,
+                              "the harness's own version")
+    except (OSError, InfraError):
         return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+    return done.text.strip() if done.status == 0 else "unknown"
 
 
 def engine_endpoint() -> str:

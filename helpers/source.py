@@ -9,13 +9,14 @@ import hashlib
 import posixpath
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -60,8 +61,43 @@ class BuildContext:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class GitResult:
+    status: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", errors="replace")
+
+
+QUERY_DEADLINE = 60.0      # seconds for a query of the local mirror (rev-parse, ls-tree, cat-file)
+
+
+def run_git(args: list[str], deadline: float, what: str, cwd: Path | None = None) -> GitResult:
+    """Every git command of the harness goes through here: GitPython's runner, which kills the command
+    at its deadline. A command killed at its deadline is an InfraError naming it and `what` it was for."""
+    import git  # GitPython is slow to import: only when git is needed
+    started = time.monotonic()
+    status, out, err = git.cmd.Git(cwd).execute(
+        ["git", *args], kill_after_timeout=deadline, with_extended_output=True, with_exceptions=False,
+        stdout_as_string=False, strip_newline_in_stdout=False)
+    if status == -signal.SIGKILL and time.monotonic() - started >= deadline * 0.95:
+        raise InfraError(f"`git {command_name(args)}` for {what} ran over its deadline of {deadline:.0f}s")
+    return GitResult(status, out or b"", redact_url(err or ""))
+
+
+def command_name(args: list[str]) -> str:
+    """The git subcommand of an argv (after `--git-dir DIR` and other global options)."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        rest = rest[2:] if rest[0] in ("--git-dir", "-C") else rest[1:]
+    return rest[0] if rest else "git"
+
+
 class Mirror:
-    """A bare mirror of one repository in the cache directory."""
+    """A bare mirror of one repository in the cache directory; every git command has a deadline."""
 
     def __init__(self, url: str, cache_dir: Path, session_id: str, timeout: float = 1800):
         self.url = check_repo_url(url)
@@ -70,18 +106,10 @@ class Mirror:
         self.path = cache_dir / "mirrors" / f"{slug}-{digest}.git"
         self.session_id = session_id
         self.timeout = timeout
-        self._repo: Any = None                # a git.Repo, made on first use (GitPython is slow to import)
 
     @property
     def lock(self) -> FileLock:
         return FileLock(str(self.path) + ".lock", timeout=self.timeout)
-
-    @property
-    def repo(self):
-        if self._repo is None:
-            self.ensure()
-        assert self._repo is not None
-        return self._repo
 
     def ensure(self) -> None:
         """Clone the mirror if absent, else fetch it, once per session across all workers."""
@@ -99,80 +127,71 @@ class Mirror:
                 marker.write_text(self.session_id)
         except Timeout as e:
             raise InfraError(f"waited {self.timeout:.0f}s for the mirror lock {e.lock_file}") from e
-        import git
-        self._repo = git.Repo(self.path)
 
-    def _run(self, args: list[str], cwd: Path | None = None) -> str:
-        argv = ["git", *args] if cwd else ["git", "--git-dir", str(self.path), *args]
-        try:
-            done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired as e:
-            raise InfraError(f"git {args[0]} of {redact_url(self.url)} took over {self.timeout:.0f}s") from e
-        if done.returncode != 0:
-            raise InfraError(f"git {args[0]} of {redact_url(self.url)} failed",
-                             log_tail=redact_url(done.stderr)[-2000:], exit_status=done.returncode)
-        return done.stdout
+    def git(self, args: list[str], deadline: float | None = None) -> GitResult:
+        """A git command on the mirror, killed at its deadline (--git-timeout unless given)."""
+        return run_git(["--git-dir", str(self.path), *args], deadline or self.timeout, redact_url(self.url))
+
+    def _run(self, args: list[str], cwd: Path | None = None, deadline: float | None = None) -> str:
+        """A git command that must succeed (its stderr's tail in the error otherwise)."""
+        done = (run_git(args, deadline or self.timeout, redact_url(self.url), cwd) if cwd
+                else self.git(args, deadline))
+        if done.status != 0:
+            raise InfraError(f"git {args[0]} of {redact_url(self.url)} failed", log_tail=done.err[-2000:],
+                             exit_status=done.status)
+        return done.text
 
     def resolve(self, sha: str) -> str:
         """The full SHA of a commit, fetching it by SHA once if the mirror's refs lack it."""
         full = self._lookup(sha)
         if full is None and FULL_SHA.fullmatch(sha):
             with self.lock:
-                subprocess.run(["git", "--git-dir", str(self.path), "fetch", "--quiet", "origin", sha],
-                               capture_output=True, timeout=self.timeout)
+                self.git(["fetch", "--quiet", "origin", sha])
             full = self._lookup(sha)
         if full is None:
             raise CommitNotFound(f"commit {sha} is not in {redact_url(self.url)}")
         return full
 
     def _lookup(self, sha: str) -> str | None:
-        done = subprocess.run(
-            ["git", "--git-dir", str(self.path), "rev-parse", "--verify", "--quiet", "--end-of-options",
-             f"{sha}^{{commit}}"], capture_output=True, text=True, timeout=60)
-        if done.returncode == 0:
-            return done.stdout.strip()
-        if "ambiguous" in done.stderr:
+        done = self.git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}"], QUERY_DEADLINE)
+        if done.status == 0:
+            return done.text.strip()
+        if "ambiguous" in done.err:
             raise CommitNotFound(f"short SHA {sha} is ambiguous in {redact_url(self.url)}; give more digits")
         return None
 
     def scm_describe(self, sha: str, args: tuple[str, ...]) -> str | None:
         """`git describe` of the commit with setuptools-scm's arguments, None when no tag reaches it."""
-        try:
-            done = subprocess.run(["git", "--git-dir", str(self.path), *args, "--end-of-options", sha],
-                                  capture_output=True, text=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired as e:
-            raise InfraError(f"git describe of {sha} took over {self.timeout:.0f}s") from e
-        return done.stdout.strip() if done.returncode == 0 else None
+        done = self.git([*args, "--end-of-options", sha])
+        return done.text.strip() if done.status == 0 else None
 
     def tree_id(self, sha: str, path: str) -> str:
         """The git tree id of a directory at the commit."""
-        return self._run(["rev-parse", "--verify", "--end-of-options", f"{sha}:{path}"]).strip()
+        done = self._run(["rev-parse", "--verify", "--end-of-options", f"{sha}:{path}"], deadline=QUERY_DEADLINE)
+        return done.strip()
 
     def commit_count(self, sha: str) -> int:
         return int(self._run(["rev-list", "--count", sha]).strip())
 
     def commit_date(self, sha: str) -> str:
-        return self._run(["show", "-s", "--format=%cI", sha]).strip()
+        return self._run(["show", "-s", "--format=%cI", sha], deadline=QUERY_DEADLINE).strip()
 
     def end_of_commit_day(self, sha: str) -> str:
         """The end of the commit's committer day in UTC: parent and child of one day share it."""
-        seconds = int(self._run(["show", "-s", "--format=%ct", sha]).strip())
+        seconds = int(self._run(["show", "-s", "--format=%ct", sha], deadline=QUERY_DEADLINE).strip())
         day = datetime.fromtimestamp(seconds, tz=timezone.utc).date()
         return f"{day.isoformat()}T23:59:59Z"
 
     def read_file(self, sha: str, path: str) -> str | None:
-        """A file's text at a commit, or None when the tree has no such file."""
-        try:
-            blob = self.repo.commit(sha).tree / path
-        except KeyError:
+        """A file's text at a commit, or None when the tree has no such file (or it is not a file)."""
+        kind = self.git(["cat-file", "-t", "--end-of-options", f"{sha}:{path}"], QUERY_DEADLINE)
+        if kind.status != 0 or kind.text.strip() != "blob":
             return None
-        if blob.type != "blob":
-            return None
-        return blob.data_stream.read().decode("utf-8", errors="replace")
+        return self._run(["cat-file", "blob", f"{sha}:{path}"], deadline=QUERY_DEADLINE)
 
     def blob_hashes(self, sha: str, prefix: str) -> dict[str, str]:
         """`git ls-tree -r` of a subtree: tree path -> blob hash (submodules left out)."""
-        out = self.repo.git.ls_tree("-r", "-z", "--full-tree", sha, "--", prefix)
+        out = self._run(["ls-tree", "-r", "-z", "--full-tree", sha, "--", prefix], deadline=QUERY_DEADLINE)
         hashes = {}
         for entry in filter(None, out.split("\0")):
             meta, path = entry.split("\t", 1)
@@ -193,6 +212,7 @@ class Mirror:
             mode = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
             return member.replace(mode=mode, uid=0, gid=0, uname="", gname="", deep=False)
 
+        # streamed into the extraction, so not through run_git; the same deadline, the same error
         argv = ["git", "--git-dir", str(self.path), "archive", "--format=tar", sha]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -202,7 +222,11 @@ class Mirror:
             proc.kill()
             raise ContextFailed(f"extracting git archive of {sha} failed: {e}") from e
         finally:
-            stderr = proc.communicate(timeout=self.timeout)[1]
+            try:
+                stderr = proc.communicate(timeout=self.timeout)[1]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise InfraError(f"`git archive` of {sha} ran over its deadline of {self.timeout:.0f}s") from None
         if proc.returncode != 0:
             raise ContextFailed(f"git archive {sha} failed", log_tail=stderr.decode(errors="replace"),
                                 exit_status=proc.returncode)

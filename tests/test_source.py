@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing
+from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing, InfraError
 from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url, unsafe_member
 from testkit.minirepo import MiniRepo, git
 
@@ -161,3 +161,19 @@ def test_unsafe_members_are_told_apart(name, kind, link, refused):
     member.type, member.linkname = kind, link
     reason = unsafe_member(member)
     assert reason is None if refused is None else refused in reason
+
+
+def test_a_git_command_past_its_deadline_is_an_infra_error_naming_it(tmp_path):
+    import socket
+    import time
+
+    from helpers.source import run_git
+    silent = socket.create_server(("127.0.0.1", 0))        # accepts, never answers: the clone hangs
+    try:
+        started = time.monotonic()
+        with pytest.raises(InfraError, match=r"`git clone` for a silent server ran over its deadline of 2s"):
+            run_git(["clone", "--quiet", f"git://127.0.0.1:{silent.getsockname()[1]}/x.git", str(tmp_path / "x")],
+                    2, "a silent server")
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
