@@ -24,8 +24,13 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
-TRANSIENT = re.compile(r"timeout|timed out|temporar|connection (reset|refused|aborted)|EOF|broken pipe|"
-                       r"50[0234]|429|too many requests|unavailable|i/o|network", re.I)
+# The engine reports a failed push as text; it is read by its parts, never by a word anywhere in it
+# (a digest may hold "502"): the HTTP status, the registry's error code, the network failure.
+HTTP_STATUS = re.compile(r"(?:^|HTTP status: )(\d{3})(?= |$)")
+REGISTRY_CODE = re.compile(r"^([a-z][a-z ]*[a-z]): ")     # distribution's error codes, spelt as the engine does
+TRANSIENT_CODES = {"toomanyrequests", "too many requests", "unavailable"}
+NETWORK_FAILURE = re.compile(r"(connection (refused|reset by peer)|i/o timeout|TLS handshake timeout|broken pipe|"
+                             r"request canceled|no such host|(unexpected )?EOF)$")
 
 
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -89,8 +94,18 @@ def resolve_credentials(registry: str, environ: dict[str, str] | None = None) ->
     return None
 
 
-def is_transient(message: str) -> bool:
-    return bool(TRANSIENT.search(message)) and not re.search(r"denied|unauthorized|forbidden", message, re.I)
+def is_transient(message: str, status: int | None = None) -> bool:
+    """A push error worth another attempt: HTTP 429 or 5xx (given, or the message's own status line),
+    the registry's rate-limit code, or a failed connection; every other error is permanent."""
+    text = message.strip()
+    found = HTTP_STATUS.search(text)
+    status = status or (int(found.group(1)) if found else None)
+    if status is not None:
+        return status == 429 or status >= 500
+    code = REGISTRY_CODE.match(text)
+    if code and code.group(1) in TRANSIENT_CODES:
+        return True
+    return bool(NETWORK_FAILURE.search(text))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,14 @@ def test_credentials_from_docker_config(tmp_path, monkeypatch):
     ("denied: requested access to the resource is denied", False),
     ("unauthorized: authentication required", False),
     ("name unknown: repository name not known to registry", False),
+    ("blob unknown: blob unknown to registry: sha256:5020a9f3e5c429b1", False),      # digits inside a digest
+    ("manifest blob unknown: blob unknown to registry", False),
+    ("name invalid: invalid repository name", False),
+    ("received unexpected HTTP status: 500 Internal Server Error", True),
+    ("received unexpected HTTP status: 404 Not Found", False),
+    ("Put https://r/v2/x/blobs/uploads/: dial tcp 127.0.0.1:9: connect: connection refused", True),
+    ("503 Service Unavailable", True),
+    ("Head https://r/v2/x/manifests/t: received unexpected HTTP status: 502 Bad Gateway", True),
 ])
 def test_transient_errors_are_told_apart(message, transient):
     assert is_transient(message) is transient
