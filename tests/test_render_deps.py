@@ -4,7 +4,7 @@ import pytest
 from helpers.profiles import SGLANG, VLLM
 from helpers.render import pin_source
 from helpers.render.deps import add_package_caches, dependency_list, split_dependency_layer
-from helpers.render.pin import MOUNT_FLAG
+from helpers.render.dockerfile import MOUNT_FLAG
 
 PYPROJECT = """[project]
 name = "sglang"

@@ -4,7 +4,8 @@ import pytest
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import SGLANG
 from helpers.render import pin_source
-from helpers.render.pin import MOUNT_FLAG, pin_source_report
+from helpers.render.dockerfile import MOUNT_FLAG
+from helpers.render.pin import pin_source_report
 
 COPY = "cp -a /tmp/harness-src/."
 URL = "https://github.com/sgl-project/sglang.git"
@@ -168,7 +169,7 @@ def test_user_repo_url_is_recognised_too():
 ])
 def test_buildkit_git_add_and_exec_form_clones_are_pinned(line, destination):
     """Both used to be refused as unpinnable; the context's copy takes their place at the same path."""
-    from helpers.render.pin import SOURCE_MOUNT
+    from helpers.render.dockerfile import SOURCE_MOUNT
     text = pin_source(f"FROM base\nWORKDIR /sgl-workspace\n{line}\nRUN cd {destination} && git checkout main\n",
                       SGLANG)
     assert f"cp -a {SOURCE_MOUNT}/. {destination}" in text

@@ -8,9 +8,9 @@ import pytest
 
 from helpers.profiles import SGLANG, VLLM, Profile
 from helpers.render import RenderOptions, render
+from helpers.render.dockerfile import MOUNT_FLAG
 from helpers.render.fixes import INSTRUCTIONS
 from helpers.render.identity import proof_step
-from helpers.render.pin import MOUNT_FLAG
 from tests.conftest import SHARED
 
 # Independent of the rewriter: the ways the real files fetch SGLang.

@@ -22,8 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from helpers.profiles import Profile
-from helpers.render.dockerfile import Instruction, declared_values, expand, keyword_end, parse
-from helpers.render.pin import MOUNT_FLAG, SOURCE_MOUNT
+from helpers.render.dockerfile import MOUNT_FLAG, SOURCE_MOUNT, Instruction, expand, keyword_end, parse, stages
 from helpers.render.shellwords import PIP_VALUE_OPTIONS, Word, apply_edits, pip_install_index, program, resolve, walk
 
 try:
@@ -100,19 +99,9 @@ def split_dependency_layer(text: str, profile: Profile, files: Mapping[str, str]
     """Every pinned RUN that installs the project editable, split into a dependency layer and a source layer."""
     doc = parse(text)
     notes: list[str] = []
-    workdir: dict[int, str | None] = {}
-    variables: dict[int, dict[str, str]] = {}
-    for inst in doc.instructions:
-        variables.setdefault(inst.stage, dict(variables.get(-1, {})))
-        variables[inst.stage].update(declared_values(inst))
-        if inst.cmd == "FROM":
-            workdir[inst.stage] = "/"
-        elif inst.cmd == "WORKDIR" and inst.value:
-            current = workdir.get(inst.stage)
-            workdir[inst.stage] = posixpath.join(current, inst.value[0]) if current and "$" not in inst.value[0] \
-                else None
-        elif inst.cmd == "RUN" and MOUNT_FLAG in inst.text:
-            split = _split(inst, workdir.get(inst.stage, "/"), variables[inst.stage], profile, files)
+    for inst, state in stages(doc):
+        if inst.cmd == "RUN" and MOUNT_FLAG in inst.text:
+            split = _split(inst, state.workdir, state.variables, profile, files)
             if split:
                 doc.replace(inst, split[0])
                 notes.append(split[1])
@@ -216,11 +205,8 @@ def add_package_caches(text: str) -> tuple[str, list[str]]:
     and `--no-cache-dir` dropped (the cache lives in the mount, never in the image)."""
     doc = parse(text)
     notes: list[str] = []
-    user: dict[int, str] = {}
-    for inst in doc.instructions:
-        if inst.cmd == "USER" and inst.value:
-            user[inst.stage] = inst.value[0]
-        if inst.cmd != "RUN" or inst.is_json or user.get(inst.stage, "root") not in ("root", "0", "0:0"):
+    for inst, state in stages(doc):
+        if inst.cmd != "RUN" or inst.is_json or not state.is_root:
             continue
         current = doc.text_of(inst)
         tools = [tool for tool in CACHES if re.search(rf"\b{tool}[0-9.]*\b[^\n]*\b(install|wheel|sync)\b", current)]

@@ -1,16 +1,30 @@
-"""A parsed Dockerfile that can be edited by instruction and printed back, comments intact.
+"""A parsed Dockerfile that can be edited by instruction and printed back, comments intact, and the
+one stage model every rewrite walks it with.
 
 Parsing uses BuildKit's own parser (the `dockerfile` package wraps moby/buildkit's Go
 parser), so line ranges, continuations and heredocs are read exactly as BuildKit reads them.
+`stages` yields each instruction with what its stage holds at that point (working directory,
+variables, user, whether the project's source is there), inherited from the stage it is built
+FROM; `brings_source` is the one definition of a step that brings the source.
 """
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dockerfile as buildkit_parser
 
 from helpers.errors import UnpinnableDockerfile
+from helpers.profiles import Profile
+from helpers.render.shellwords import resolve
+
+# The harness's copy of the build context: a read-only bind mount in the RUN that copies the source.
+SOURCE_MOUNT = "/tmp/harness-src"
+MOUNT_FLAG = f"--mount=type=bind,source=.,target={SOURCE_MOUNT}"
+DEFAULT_INSTALL_MARK = "# harness: the Dockerfile never fetches the project; install the commit's source"
+ROOT_USERS = ("root", "0", "0:0")
 
 
 @dataclass(frozen=True)
@@ -113,13 +127,6 @@ def stage_names(doc: Document) -> dict[str, int]:
     return names
 
 
-def stage_parent(doc: Document, stage: int) -> int | None:
-    """The stage a stage is built FROM, when it is built from an earlier stage."""
-    names = stage_names(doc)
-    for inst in doc.stage(stage):
-        if inst.cmd == "FROM" and inst.value:
-            return names.get(inst.value[0].lower())
-    return None
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -148,3 +155,82 @@ def declared_values(inst: Instruction) -> dict[str, str]:
 
 def references(text: str, name: str) -> bool:
     return re.search(r"\$\{?" + re.escape(name) + r"\b", text) is not None
+
+
+@dataclass
+class StageState:
+    """What a stage holds at an instruction: inherited from the stage it is built FROM (or, for a base
+    image, the global ARGs), then changed by its own WORKDIR, ARG, ENV and USER and by steps that bring
+    the source. `pinned` is where pinning copied the source (pinning fills it in as it walks)."""
+
+    workdir: str | None = "/"            # None once it depends on something unknown
+    variables: dict[str, str] = field(default_factory=dict)
+    user: str | None = None              # None: root
+    has_source: bool = False
+    pinned: list[str | None] = field(default_factory=list)
+
+    def child(self) -> StageState:
+        return StageState(self.workdir, dict(self.variables), self.user, self.has_source, list(self.pinned))
+
+    @property
+    def is_root(self) -> bool:
+        return self.user is None or self.user in ROOT_USERS
+
+
+def stages(doc: Document, profile: Profile | None = None) -> Iterator[tuple[Instruction, StageState]]:
+    """Every instruction of every stage (global ARGs before the first FROM are not yielded) with its
+    stage's state, the instruction's own effect included. With a profile, `has_source` is tracked
+    too, from the instructions' current (edited) text."""
+    names = stage_names(doc)
+    states: dict[int, StageState] = {}
+    global_variables: dict[str, str] = {}
+    for inst in doc.instructions:
+        if inst.stage < 0:
+            global_variables.update(declared_values(inst))
+            continue
+        if inst.cmd == "FROM":
+            parent = names.get(inst.value[0].lower()) if inst.value else None
+            base = states.get(parent) if parent is not None else None
+            states[inst.stage] = base.child() if base else StageState(variables=dict(global_variables))
+        state = states[inst.stage]
+        if inst.cmd == "WORKDIR" and inst.value:
+            state.workdir = resolve(state.workdir, expand(inst.value[0], state.variables))
+        elif inst.cmd == "USER" and inst.value:
+            state.user = expand(inst.value[0], state.variables)
+        state.variables.update(declared_values(inst))
+        if profile is not None and not state.has_source:
+            state.has_source = brings_source(inst, doc.text_of(inst), profile)
+        yield inst, state
+
+
+def source_paths(profile: Profile) -> frozenset[str]:
+    """Context paths whose COPY brings the project's code (or what builds it)."""
+    return frozenset({".", "*", "setup.py", "pyproject.toml", "setup.cfg", profile.package_path,
+                      profile.source_subdir or "."})
+
+
+def brings_source(inst: Instruction, text: str, profile: Profile) -> bool:
+    """A COPY/ADD of the project's code from the build context, or the harness's pinned copy of it."""
+    if inst.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in inst.flags):
+        return any(posixpath.normpath(src) in source_paths(profile) for src in inst.value[:-1])
+    return inst.cmd == "RUN" and SOURCE_MOUNT in text
+
+
+def insert_in_final_stage(doc: Document, text: str, after: int = -1) -> None:
+    """Insert before the final stage's first CMD/ENTRYPOINT past `after`, as root; else append."""
+    user = None
+    for inst, state in stages(doc):
+        if inst.stage != doc.final_stage:
+            continue
+        if inst.cmd in ("CMD", "ENTRYPOINT") and inst.index > after:
+            doc.insert_before(inst, as_root(text, user))
+            return
+        user = state.user
+    doc.append(as_root(text, user))
+
+
+def as_root(text: str, user: str | None) -> str:
+    """Steps that must run as root, with the stage's user set back after them."""
+    if user is None or user in ROOT_USERS:
+        return text
+    return f"USER root\n{text}\nUSER {user}"

@@ -11,8 +11,16 @@ import shlex
 from collections.abc import Callable
 
 from helpers.profiles import Profile
-from helpers.render.dockerfile import Instruction, keyword_end, parse, references, stage_parent
-from helpers.render.pin import DEFAULT_INSTALL_MARK, SOURCE_MOUNT, insert_in_final_stage
+from helpers.render.dockerfile import (
+    DEFAULT_INSTALL_MARK,
+    SOURCE_MOUNT,
+    Instruction,
+    insert_in_final_stage,
+    keyword_end,
+    parse,
+    references,
+    stages,
+)
 from helpers.render.shellwords import Word, apply_edits, command_words, program, scan
 
 
@@ -140,37 +148,17 @@ INSTALLS_PACKAGES = re.compile(r"\b(pip[0-9.]*|uv)\b[^\n]*\b(install|wheel|downl
 
 
 def declare_late(text: str, names: tuple[str, ...], wants: Callable[[Instruction, bool], bool],
-                 source_paths: frozenset[str] = frozenset()) -> str:
+                 profile: Profile | None = None) -> str:
     """`ARG name` for each name right before the first instruction of each stage that `wants`
     (given the instruction and whether the stage holds the project's source by then)."""
     doc = parse(text)
-    has_source: dict[int, bool] = {}
     done: set[int] = set()
-    for inst in doc.instructions:
-        if inst.stage < 0:
-            continue
-        if inst.cmd == "FROM":
-            parent = stage_parent(doc, inst.stage)
-            has_source[inst.stage] = parent is not None and has_source.get(parent, False)
-            continue
-        has_source[inst.stage] = has_source[inst.stage] or brings_source(inst, doc.text_of(inst), source_paths)
-        if inst.stage not in done and wants(inst, has_source[inst.stage]):
+    for inst, state in stages(doc, profile):
+        if inst.cmd != "FROM" and inst.stage not in done and wants(inst, state.has_source):
             done.add(inst.stage)
             for name in names:
                 doc.insert_before(inst, f"ARG {name}")
     return doc.render()
-
-
-def brings_source(inst: Instruction, text: str, source_paths: frozenset[str]) -> bool:
-    """A COPY/ADD of the project's code from the context, or the harness's pinned copy."""
-    if inst.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in inst.flags):
-        return any(posixpath.normpath(src) in source_paths for src in inst.value[:-1])
-    return inst.cmd == "RUN" and SOURCE_MOUNT in text
-
-
-def source_paths(profile: Profile) -> frozenset[str]:
-    return frozenset({".", "setup.py", "pyproject.toml", "setup.cfg", profile.package_path,
-                      profile.source_subdir or "."})
 
 
 def scm_arg_names(profile: Profile) -> tuple[str, str]:
@@ -182,7 +170,7 @@ def declare_scm_version(text: str, profile: Profile) -> str:
     """setuptools-scm's version, declared just before the project is built in each stage."""
     return declare_late(text, scm_arg_names(profile),
                         lambda inst, source: inst.cmd == "RUN" and source and bool(BUILDS_PROJECT.search(inst.text)),
-                        source_paths(profile))
+                        profile)
 
 
 FREEZE_ARGS = ("PIP_UPLOADED_PRIOR_TO", "UV_EXCLUDE_NEWER")

@@ -13,13 +13,25 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
 from helpers.errors import UnpinnableDockerfile
 from helpers.profiles import Profile, normalise_repo
-from helpers.render.dockerfile import Document, Instruction, declared_values, expand, keyword_end, parse, stage_parent
+from helpers.render.dockerfile import (
+    DEFAULT_INSTALL_MARK,
+    MOUNT_FLAG,
+    SOURCE_MOUNT,
+    Document,
+    Instruction,
+    StageState,
+    expand,
+    insert_in_final_stage,
+    keyword_end,
+    parse,
+    stages,
+)
 from helpers.render.shellwords import (
     PIP_VALUE_OPTIONS,
     Word,
@@ -30,10 +42,6 @@ from helpers.render.shellwords import (
     split_options,
     walk,
 )
-
-SOURCE_MOUNT = "/tmp/harness-src"
-MOUNT_FLAG = f"--mount=type=bind,source=.,target={SOURCE_MOUNT}"
-DEFAULT_INSTALL_MARK = "# harness: the Dockerfile never fetches the project; install the commit's source"
 
 CLONE_VALUE_OPTIONS = {"-b", "--branch", "-o", "--origin", "-u", "--upload-pack", "--depth", "--shallow-since",
                        "--shallow-exclude", "--reference", "--reference-if-able", "--separate-git-dir", "-c",
@@ -68,13 +76,6 @@ class Target:
 
     def mentions_project(self, text: str) -> bool:
         return self.profile.name.lower() in text.lower() or self.profile.import_name.lower() in text.lower()
-
-
-@dataclass
-class StageState:
-    workdir: str | None = "/"
-    variables: dict[str, str] = field(default_factory=dict)
-    pinned: list[str | None] = field(default_factory=list)   # destinations, None when not known
 
 
 def within(path: str | None, roots: list[str | None]) -> bool:
@@ -243,49 +244,26 @@ def check_exec_form(inst: Instruction, target: Target) -> None:
         raise UnpinnableDockerfile(f"line {inst.first + 1}: exec-form RUN installs the project from an index")
 
 
-def copies_source(inst: Instruction, subdir: str, package: str) -> bool:
-    """A COPY/ADD from the build context that brings the project's source."""
-    if inst.cmd not in ("COPY", "ADD") or any(f.startswith("--from") for f in inst.flags):
-        return False
-    wanted = {".", "", "*", subdir, package}
-    return any(posixpath.normpath(src).strip("./") in wanted or src in (".", "./") for src in inst.value[:-1])
-
-
 def pin_source_report(text: str, profile: Profile, repo_ids: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """The Dockerfile with the project's source pinned to the build context, and what was changed."""
     target = Target(profile, tuple(dict.fromkeys(profile.repo_ids + tuple(normalise_repo(r) for r in repo_ids))))
     doc = parse(text)
     notes: list[str] = []
-    states: dict[int, StageState] = {}
-    global_vars: dict[str, str] = {}
-    obtained = False
-    for inst in doc.instructions:
-        state = states.get(inst.stage)
-        if inst.cmd == "FROM":
-            parent = stage_parent(doc, inst.stage)
-            base = states.get(parent) if parent is not None else None
-            state = StageState(base.workdir, dict(base.variables), list(base.pinned)) if base else \
-                StageState(variables=dict(global_vars))
-            states[inst.stage] = state
-        elif state is None:                       # global ARGs before the first FROM
-            global_vars.update(declared_values(inst))
-            continue
-        assert state is not None
-        if inst.cmd == "WORKDIR" and inst.value:
-            state.workdir = resolve(state.workdir, expand(inst.value[0], state.variables))
-        state.variables.update(declared_values(inst))
+    pinned_any = obtained = False
+    for inst, state in stages(doc, profile):
+        obtained = obtained or state.has_source           # the Dockerfile brings the source itself
         pinned = pin_add_from_git(inst, target, state, notes) or pin_exec_form_run(inst, target, state, notes)
         if pinned:
             doc.replace(inst, pinned)
-            continue
-        if inst.is_json or inst.cmd in ("ADD", "ONBUILD"):
-            check_exec_form(inst, target)
-        if inst.cmd == "RUN" and not inst.is_json:
-            new = RunRewriter(target, state, notes).rewrite(inst.text)
-            if new != inst.text:
-                doc.replace(inst, new)
-        obtained = obtained or copies_source(inst, profile.source_subdir, profile.package_path)
-    if not any(s.pinned for s in states.values()) and not obtained:
+        else:
+            if inst.is_json or inst.cmd in ("ADD", "ONBUILD"):
+                check_exec_form(inst, target)
+            if inst.cmd == "RUN" and not inst.is_json:
+                new = RunRewriter(target, state, notes).rewrite(inst.text)
+                if new != inst.text:
+                    doc.replace(inst, new)
+        pinned_any = pinned_any or bool(state.pinned)
+    if not pinned_any and not obtained:
         install_default(doc, profile)
         notes.append(f"the Dockerfile never fetches {profile.name}: copied the context to "
                      f"{profile.default_location} and installed it editable")
@@ -301,22 +279,3 @@ def install_default(doc: Document, profile: Profile) -> None:
     lines = [DEFAULT_INSTALL_MARK, f"COPY . {location}",
              f"RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -e {shlex.quote(path)}"]
     insert_in_final_stage(doc, "\n".join(lines))
-
-
-def insert_in_final_stage(doc: Document, text: str, after: int = -1) -> None:
-    """Insert before the final stage's first CMD/ENTRYPOINT past `after`, as root; else append."""
-    stage = doc.stage(doc.final_stage)
-    user = None
-    for inst in stage:
-        if inst.cmd in ("CMD", "ENTRYPOINT") and inst.index > after:
-            doc.insert_before(inst, wrap_as_root(text, user))
-            return
-        if inst.cmd == "USER" and inst.value:
-            user = inst.value[0]
-    doc.append(wrap_as_root(text, user))
-
-
-def wrap_as_root(text: str, user: str | None) -> str:
-    if user is None or user in ("root", "0", "0:0"):
-        return text
-    return f"USER root\n{text}\nUSER {user}"
