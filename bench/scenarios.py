@@ -1,6 +1,7 @@
 """The benchmark's scenarios; each returns a Figure measured in this run."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,19 +160,11 @@ def collection(ws: Workspace, commits: int = 10000) -> list[Figure]:
 def skip_pushed(ws: Workspace, client: docker.DockerClient, tags: int = 10000) -> list[Figure]:
     """--skip-pushed's tag listing against a real registry holding 10,000 tags."""
     storage = ws.root / "registry"
-    storage.mkdir()
-    container = client.containers.run("registry:2", detach=True, remove=True, ports={"5000/tcp": ("127.0.0.1", None)},
-                                      volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}})
-    try:
-        container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
-        registry = f"127.0.0.1:{port}"
+    with local_registry(client, storage) as registry:
         seed_tags(client, registry, storage, tags)
         harness = ws.harness(ws.root, registry=registry, namespace="bench", image_name="tags")
         seconds = timed(lambda: harness.pushed_tags())
         found = len(harness.pushed_tags())
-    finally:
-        container.stop()
     return [Figure("skip-pushed", f"{seconds:.2f} s to list {found:,} tags", None, "<= 5 s", seconds <= 5)]
 
 
@@ -264,15 +258,9 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
 
     The cache budget is the whole filesystem: the benchmark prunes nothing on this machine."""
     storage = ws.root / "disk-registry"
-    storage.mkdir()
-    container = client.containers.run("registry:2", detach=True, remove=True, ports={"5000/tcp": ("127.0.0.1", None)},
-                                      volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}})
-    try:
-        container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"]["5000/tcp"][0]["HostPort"]
+    with local_registry(client, storage) as registry:
         repo = make_deps_repo(ws.root / "disk", dependency_mb=dependency_mb, extra_modules=1500, module_size=10_000)
-        harness = ws.harness(repo.path, no_push=False, registry=f"127.0.0.1:{port}", namespace="bench",
-                             cache_budget="100%")
+        harness = ws.harness(repo.path, no_push=False, registry=registry, namespace="bench", cache_budget="100%")
         stored = [tree_bytes(storage)]
         peak, added, sizes = [], [], []
         for sha in repo.commits[:2]:
@@ -286,8 +274,6 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
             harness.tidy(Produced(image, checks), lambda name, value: None)
             added.append(shutil.disk_usage(harness.disk.root).used - before)
             stored.append(tree_bytes(storage))
-    finally:
-        container.stop()
     on_disk = added[1] / sizes[0]
     in_registry = (stored[2] - stored[1]) / (stored[1] - stored[0])
     mb = 2 ** 20
@@ -297,6 +283,19 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
             Figure("registry, child", f"child {(stored[2] - stored[1]) / mb:.1f} MB / parent "
                                       f"{(stored[1] - stored[0]) / mb:.0f} MB stored", in_registry, "<= 0.05",
                    in_registry <= 0.05)]
+
+
+@contextlib.contextmanager
+def local_registry(client: docker.DockerClient, storage: Path) -> Iterator[str]:
+    """A registry:2 on loopback whose storage is a folder here (so its bytes can be counted); its address."""
+    storage.mkdir()
+    container = client.containers.run("registry:2", detach=True, remove=True, ports={"5000/tcp": ("127.0.0.1", None)},
+                                      volumes={str(storage): {"bind": "/var/lib/registry", "mode": "rw"}})
+    try:
+        container.reload()
+        yield f"127.0.0.1:{container.attrs['NetworkSettings']['Ports']['5000/tcp'][0]['HostPort']}"
+    finally:
+        container.stop()
 
 
 def tree_bytes(folder: Path) -> int:

@@ -147,7 +147,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     harness = Harness(cfg)
     try:
-        harness.check_engine()
+        harness.require_engine()
         if cfg.local_registry and (cfg.push or cfg.verify_only or cfg.skip_pushed):
             ensure_local_registry(harness.docker, int(cfg.image.registry.rsplit(":", 1)[1]))
         if cfg.skip_pushed:

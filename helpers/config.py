@@ -14,7 +14,7 @@ from helpers.profiles import Profile, choose_fixes, choose_profile
 from helpers.publish import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
-from helpers.source import check_repo_url, is_inside_work_tree
+from helpers.source import is_inside_work_tree, valid_repo_url
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,16 @@ def positive(name: str, value: float) -> float:
     return value
 
 
+def destination(options: dict) -> tuple[str, str, bool]:
+    """(registry, namespace, whether it is the harness's own registry): nowhere named means its own."""
+    namespace = options.get("namespace")
+    if namespace is None:
+        namespace = os.environ.get("DOCKERHUB_USERNAME", "")
+    if not options.get("registry") and not namespace:
+        return f"localhost:{local_registry_port()}", "harness", True
+    return options.get("registry") or "docker.io", namespace, False
+
+
 def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
     """Build the configuration from option values (None means: use the default, from OPTIONS)."""
     options = {**DEFAULTS, **{name: value for name, value in given.items() if value is not None}}
@@ -213,14 +223,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
     work_dir = Path(options.get("work_dir") or default_work_dir()).resolve()
     if is_inside_work_tree(work_dir):
         raise ConfigError(f"--work-dir {work_dir} is inside a git work tree; build contexts must not be")
-    namespace = options.get("namespace")
-    if namespace is None:
-        namespace = os.environ.get("DOCKERHUB_USERNAME", "")
-    local_registry = not options.get("registry") and not namespace
-    if local_registry:                     # nowhere to push was named: the harness's own registry
-        registry, namespace = f"localhost:{local_registry_port()}", "harness"
-    else:
-        registry = options.get("registry") or "docker.io"
+    registry, namespace, local_registry = destination(options)
     push = not options.get("no_push") and not options.get("verify_only") and not prepare_only
     if push and registry == "docker.io" and not namespace and not options.get("collect_only"):
         raise ConfigError("pushing to docker.io needs a namespace: set DOCKERHUB_USERNAME or pass "
@@ -232,7 +235,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
         profile=profile,
         dataset=dataset,
         blacklist=Path(options.get("blacklist") or root / "data" / "blacklist.txt").resolve(),
-        repo_url=check_repo_url(options.get("repo_url") or profile.repo_url),
+        repo_url=valid_repo_url(options.get("repo_url") or profile.repo_url),
         cache_dir=Path(options.get("cache_dir") or default_cache_dir()).resolve(),
         work_dir=work_dir,
         log_dir=Path(options.get("log_dir") or root / "logs").resolve(),

@@ -82,7 +82,7 @@ class DatasetPlan:
     groups: dict[str, str] = field(default_factory=dict)     # linked commits -> their group's key
 
 
-def check_sha(value: object) -> str:
+def valid_sha(value: object) -> str:
     """Return the SHA lower-cased, or raise ValueError saying what is wrong with it."""
     if not isinstance(value, str):
         raise ValueError(f"SHA must be a string, got {type(value).__name__}")
@@ -96,7 +96,7 @@ def check_sha(value: object) -> str:
     return sha
 
 
-def check_dockerfile_path(value: object) -> str:
+def valid_dockerfile_path(value: object) -> str:
     """A relative path that stays inside the repository, normalised; else ValueError."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"dockerfile path must be a non-empty string, got {value!r}")
@@ -110,7 +110,7 @@ def check_dockerfile_path(value: object) -> str:
     return path
 
 
-def check_dockerfile_content(value: object) -> str:
+def valid_dockerfile_content(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"dockerfile content must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -126,9 +126,9 @@ def check_dockerfile_content(value: object) -> str:
 def dockerfile_source(record: dict, role: str) -> DockerfileSource:
     _, content_key, path_key = ROLE_KEYS[role]
     if record.get(content_key) is not None:
-        return DockerfileSource(content=check_dockerfile_content(record[content_key]))
+        return DockerfileSource(content=valid_dockerfile_content(record[content_key]))
     if record.get(path_key) is not None:
-        return DockerfileSource(path=check_dockerfile_path(record[path_key]))
+        return DockerfileSource(path=valid_dockerfile_path(record[path_key]))
     return DockerfileSource()
 
 
@@ -164,7 +164,7 @@ def commits_of(number: int, record: dict) -> Iterator[Entry]:
         if role == "parent" and record.get(sha_key) is None:
             continue
         try:
-            sha = check_sha(record.get(sha_key))
+            sha = valid_sha(record.get(sha_key))
         except ValueError as e:
             yield InvalidEntry(number, f"line {number}: {sha_key}: {e}")
             continue
@@ -242,7 +242,7 @@ def parse_blacklist(lines: Iterable[str]) -> tuple[set[str], list[InvalidEntry]]
         if not value:
             continue
         try:
-            shas.add(check_sha(value))
+            shas.add(valid_sha(value))
         except ValueError as e:
             garbage.append(InvalidEntry(number, f"blacklist line {number}: {e}", source="blacklist"))
     return shas, garbage
@@ -338,7 +338,7 @@ def parse_commit_list(lines: Iterable[str]) -> list[Entry]:
         if not value:
             continue
         try:
-            entries.append(CommitSpec(check_sha(value), ("commit",), DockerfileSource(), number))
+            entries.append(CommitSpec(valid_sha(value), ("commit",), DockerfileSource(), number))
         except ValueError as e:
             entries.append(InvalidEntry(number, f"line {number}: {e}"))
     return merge_commits(entries)

@@ -38,12 +38,23 @@ class HarnessError(Exception):
         self.message = message
         self.log_tail = log_tail
         self.exit_status = exit_status
+        self.stage: str | None = None          # where it happened: build (from the context on), verify, publish
+        self.commit: str | None = None
+        self.image: str | None = None
+
+    def located(self, stage: str, commit: str, image: str | None) -> HarnessError:
+        """The error with where it happened, as far as it does not say already."""
+        self.stage, self.commit, self.image = self.stage or stage, self.commit or commit, self.image or image
+        return self
 
     def describe(self) -> str:
-        """The text a person reads in the report: category, reason, then the log's tail."""
+        """The text a person reads in the report: category, reason, where, then the log's tail."""
         text = f"[{self.category}] {self.message}"
         if self.exit_status is not None:
             text += f" (exit status {self.exit_status})"
+        if self.stage:
+            text += f"\n(at the {self.stage} stage of commit {self.commit}" + \
+                (f", image {self.image})" if self.image else ")")
         if self.log_tail:
             text += "\n--- last lines of the log ---\n" + self.log_tail.rstrip()
         return text

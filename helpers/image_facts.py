@@ -269,17 +269,24 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
                     pool.submit(read_tree, reader(), dist_info, True)
             confirmed = copies_to_read(probe, profile.import_name)
             read_copies(confirmed)
-            read: dict[str, FileFacts | None] = {path: facts_of(text.encode("utf-8"), keep_text=True)
-                                                 for path, text in (probe.get("hook_texts") or {}).items()}
-            read[profile.proof_file] = proof.result()
-            if metadata is not None:
-                read.update({f"{dist_info}/{name}": found for name, found in metadata.result().items()})
+            read = named_files(probe, profile.proof_file, proof.result(), metadata.result() if metadata else {})
             trees = {path: copies[path].result() for path in confirmed}
         except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
             raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
         finally:
             outside.close()
     return Facts(image.labels or {}, probe, env, read, trees, tampering)
+
+
+def named_files(probe: dict, proof_file: str, proof: FileFacts | None,
+                metadata: dict[str, FileFacts]) -> dict[str, FileFacts | None]:
+    """The single files verification compares, by path: the start-up hook files (as the probe read them
+    before any of the image's Python ran), the proof file and the metadata folder's files."""
+    read: dict[str, FileFacts | None] = {path: facts_of(text.encode("utf-8"), keep_text=True)
+                                         for path, text in (probe.get("hook_texts") or {}).items()}
+    read[proof_file] = proof
+    read.update({f"{probe.get('dist_info')}/{name}": found for name, found in metadata.items()})
+    return read
 
 
 def read_tree(outside: ImageFiles, path: str, texts: bool) -> dict[str, FileFacts]:

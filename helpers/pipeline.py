@@ -104,10 +104,10 @@ class Harness:
     @cached_property
     def docker(self) -> docker.DockerClient:
         """The engine client; an unreachable engine is one clear error naming the endpoint."""
-        self.check_engine()
+        self.require_engine()
         return docker.from_env(timeout=max(60, int(self.config.verify_timeout)))
 
-    def check_engine(self) -> None:
+    def require_engine(self) -> None:
         """Raise InfraError naming the endpoint when the engine does not answer a new connection
         (a stopping engine keeps serving the connections it has, so a pooled one would lie)."""
         try:
@@ -121,7 +121,7 @@ class Harness:
 
     def engine_alive(self) -> bool:
         try:
-            self.check_engine()
+            self.require_engine()
             return True
         except InfraError:
             return False
@@ -200,21 +200,25 @@ class Harness:
         return produced
 
     def attempt(self, spec: CommitSpec, record: Record) -> Produced:
-        image = None
+        """The commit's stages in order; a failure is returned (with where it happened), not raised."""
+        image, stage = None, "build"
         try:
             image = self.produce(spec, record)
             if self.config.prepare_only:
                 return Produced(image)
+            stage = "verify"
             checks = self.verify(image)
             for check in checks:
                 record(f"check.{check.category}", check.line())
+            stage = "publish"
             if checks.passed and self.config.push and not self.config.verify_only:
                 self.publish(image, record)
             if checks.passed:
                 record("attestation", str(self.attest(image, checks)))
             return Produced(image, checks)
         except HarnessError as e:
-            return Produced(image, error=e)
+            ref = image.subject if image else self.config.image.ref(spec.sha)
+            return Produced(image, error=e.located(stage, spec.sha, ref))
 
     def tidy(self, produced: Produced, record: Record) -> None:
         """When a commit ends, the image this run put in the engine leaves it, unless it must stay: one that
@@ -243,7 +247,7 @@ class Harness:
         """Context, fixes, render, build: a local image tagged with the commit's full SHA (or, with
         --verify-only, the image the registry serves under that tag)."""
         if not self.config.prepare_only:
-            self.check_engine()                     # a dead engine fails fast, with its endpoint
+            self.require_engine()                     # a dead engine fails fast, with its endpoint
         sha = self.mirror.resolve(spec.sha)
         if sha != spec.sha:
             record("sha", sha)

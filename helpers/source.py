@@ -30,7 +30,7 @@ def redact_url(url: str) -> str:
     return re.sub(r"^([a-z+]+://)[^@/]+@", r"\1", url)
 
 
-def check_repo_url(url: str) -> str:
+def valid_repo_url(url: str) -> str:
     """Refuse URLs carrying a password: it would end up in process arguments."""
     if re.match(r"^[a-z+]+://[^@/]+:[^@/]*@", url):
         raise ConfigError("--repo-url must not embed a password; use a git credential helper instead")
@@ -100,7 +100,7 @@ class Mirror:
     """A bare mirror of one repository in the cache directory; every git command has a deadline."""
 
     def __init__(self, url: str, cache_dir: Path, session_id: str, timeout: float = 1800):
-        self.url = check_repo_url(url)
+        self.url = valid_repo_url(url)
         digest = hashlib.sha256(url.encode()).hexdigest()[:12]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", redact_url(url).rstrip("/").split("/")[-1])[:40]
         self.path = cache_dir / "mirrors" / f"{slug}-{digest}.git"

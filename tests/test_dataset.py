@@ -7,11 +7,11 @@ from helpers.dataset import (
     CommitSpec,
     DockerfileSource,
     InvalidEntry,
-    check_dockerfile_path,
-    check_sha,
     load_plan,
     parse_blacklist,
     parse_dataset,
+    valid_dockerfile_path,
+    valid_sha,
     with_full_shas,
 )
 
@@ -27,8 +27,8 @@ def line(**fields) -> str:
     ("ABCDEF1", "abcdef1"),
     ("  " + B + "\n", B),
 ])
-def test_check_sha_accepts(value, expected):
-    assert check_sha(value) == expected
+def test_valid_sha_accepts(value, expected):
+    assert valid_sha(value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
@@ -40,9 +40,9 @@ def test_check_sha_accepts(value, expected):
     (1234567, "must be a string"),
     ("éé12345", "not hexadecimal"),
 ])
-def test_check_sha_rejects(value, message):
+def test_valid_sha_rejects(value, message):
     with pytest.raises(ValueError, match=message):
-        check_sha(value)
+        valid_sha(value)
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -51,7 +51,7 @@ def test_check_sha_rejects(value, message):
     ("a/../Dockerfile", "Dockerfile"),
 ])
 def test_dockerfile_path_accepts(value, expected):
-    assert check_dockerfile_path(value) == expected
+    assert valid_dockerfile_path(value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
@@ -63,7 +63,7 @@ def test_dockerfile_path_accepts(value, expected):
 ])
 def test_dockerfile_path_rejects(value, message):
     with pytest.raises(ValueError, match=message):
-        check_dockerfile_path(value)
+        valid_dockerfile_path(value)
 
 
 def test_record_yields_human_then_parent_with_their_dockerfiles():

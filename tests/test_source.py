@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing, InfraError
-from helpers.source import Mirror, check_repo_url, find_dockerfile, make_context, redact_url, unsafe_member
+from helpers.source import Mirror, find_dockerfile, make_context, redact_url, unsafe_member, valid_repo_url
 from testkit.minirepo import MiniRepo, git
 
 
@@ -116,7 +116,7 @@ def test_urls_are_redacted(url, shown):
 
 def test_url_with_password_is_refused():
     with pytest.raises(ConfigError, match="must not embed a password"):
-        check_repo_url("https://user:secret@github.com/org/repo.git")
+        valid_repo_url("https://user:secret@github.com/org/repo.git")
 
 
 def mirror_ready(mirror: Mirror) -> Mirror:
