@@ -1,7 +1,7 @@
 """The shell scanner that rewriting relies on: commands, words and their exact offsets."""
 import pytest
 
-from helpers.render.shellwords import command_words, program, scan
+from helpers.render.shellwords import command_words, package_actions, program, scan
 
 
 def commands(text: str) -> list[list[str]]:
@@ -42,3 +42,17 @@ def test_program_and_unquoted_values():
     words = scan("'/usr/bin/git' \"sglang[all]\" plain")[0]
     assert program(words[0]) == "git"
     assert [w.value for w in words[1:]] == ["sglang[all]", "plain"]
+
+
+@pytest.mark.parametrize("text, actions", [
+    ("pip install -U x", [("pip", "install")]),
+    ("python3 -m pip --no-cache-dir install -e python", [("pip", "install")]),
+    ("uv pip install --system x && uv sync", [("uv", "install"), ("uv", "sync")]),
+    ("bash -c 'cd /w && pip3 wheel .'", [("pip", "wheel")]),
+    ("pip --version && apt-get install -y git", []),            # no pip install, though both words are there
+    ("python3 setup.py develop", [("setup.py", "develop")]),
+    ("python -m build --wheel", [("build", "build")]),
+    ("echo 'pip install x' > notes.txt", []),
+])
+def test_package_actions_are_read_by_the_lexer_inside_sh_c_too(text, actions):
+    assert package_actions(text) == actions

@@ -23,7 +23,16 @@ from packaging.utils import canonicalize_name
 
 from helpers.profiles import Profile
 from helpers.render.dockerfile import MOUNT_FLAG, SOURCE_MOUNT, Instruction, expand, keyword_end, parse, stages
-from helpers.render.shellwords import PIP_VALUE_OPTIONS, Word, apply_edits, pip_install_index, program, resolve, walk
+from helpers.render.shellwords import (
+    PIP_VALUE_OPTIONS,
+    Word,
+    apply_edits,
+    package_actions,
+    pip_install_index,
+    program,
+    resolve,
+    walk,
+)
 
 try:
     import tomllib
@@ -209,7 +218,9 @@ def add_package_caches(text: str) -> tuple[str, list[str]]:
         if inst.cmd != "RUN" or inst.is_json or not state.is_root:
             continue
         current = doc.text_of(inst)
-        tools = [tool for tool in CACHES if re.search(rf"\b{tool}[0-9.]*\b[^\n]*\b(install|wheel|sync)\b", current)]
+        actions = package_actions(current, keyword_end(current))
+        tools = [tool for tool in CACHES if (tool, "install") in actions or (tool, "wheel") in actions
+                 or (tool, "sync") in actions]
         mounts = [f"--mount=type=cache,target={CACHES[t]}" for t in tools if f"target={CACHES[t]}" not in current]
         if not tools:
             continue

@@ -21,7 +21,7 @@ from helpers.render.dockerfile import (
     references,
     stages,
 )
-from helpers.render.shellwords import Word, apply_edits, command_words, program, scan
+from helpers.render.shellwords import Word, apply_edits, command_words, package_actions, program, scan
 
 
 def proof_step(profile: Profile) -> str:
@@ -143,8 +143,16 @@ def declare_identity(text: str, profile: Profile) -> str:
     return declare_before_first_use(text, profile.build_arg)
 
 
-BUILDS_PROJECT = re.compile(r"setup\.py|\b(pip[0-9.]*|uv)\b[^\n]*\b(install|wheel|build)\b|-m\s+build\b")
-INSTALLS_PACKAGES = re.compile(r"\b(pip[0-9.]*|uv)\b[^\n]*\b(install|wheel|download|sync)\b")
+def builds_project(inst: Instruction) -> bool:
+    """A RUN that builds or installs a project (setuptools-scm runs there)."""
+    return inst.cmd == "RUN" and any(tool in ("setup.py", "build") or action in ("install", "wheel", "build", "sync")
+                                     for tool, action in package_actions(inst.text, keyword_end(inst.text)))
+
+
+def installs_packages(inst: Instruction) -> bool:
+    """A RUN where pip or uv fetches packages from an index."""
+    return inst.cmd == "RUN" and any(tool in ("pip", "uv") and action in ("install", "wheel", "download", "sync")
+                                     for tool, action in package_actions(inst.text, keyword_end(inst.text)))
 
 
 def declare_late(text: str, names: tuple[str, ...], wants: Callable[[Instruction, bool], bool],
@@ -169,7 +177,7 @@ def scm_arg_names(profile: Profile) -> tuple[str, str]:
 def declare_scm_version(text: str, profile: Profile) -> str:
     """setuptools-scm's version, declared just before the project is built in each stage."""
     return declare_late(text, scm_arg_names(profile),
-                        lambda inst, source: inst.cmd == "RUN" and source and bool(BUILDS_PROJECT.search(inst.text)),
+                        lambda inst, source: source and builds_project(inst),
                         profile)
 
 
@@ -179,4 +187,4 @@ FREEZE_ARGS = ("PIP_UPLOADED_PRIOR_TO", "UV_EXCLUDE_NEWER")
 def declare_freeze(text: str) -> str:
     """The dependency cut-off date, declared just before the first package install of each stage."""
     return declare_late(text, FREEZE_ARGS,
-                        lambda inst, _source: inst.cmd == "RUN" and bool(INSTALLS_PACKAGES.search(inst.text)))
+                        lambda inst, _source: installs_packages(inst))

@@ -194,19 +194,62 @@ def split_options(args: list[Word], value_options: set[str]) -> tuple[list[Word]
     return positional, options
 
 
-def pip_install_index(cmd: list[Word]) -> int | None:
-    """Index of the `install` word of a pip (or `python -m pip`, `uv pip`) command, else None."""
+SHELLS = {"sh", "bash", "dash", "zsh"}
+
+
+def _subcommand(cmd: list[Word]) -> tuple[str, int] | None:
+    """(tool, index of its subcommand word) of pip (any spelling, `python -m pip`) or uv (`uv pip` too)."""
     values = [w.value for w in cmd]
     name = program(cmd[0])
     if re.fullmatch(r"pip[0-9.]*", name):
-        start = 1
+        tool, start = "pip", 1
     elif re.fullmatch(r"python[0-9.]*", name) and values[1:3] == ["-m", "pip"]:
-        start = 3
-    elif name == "uv" and values[1:2] == ["pip"]:
-        start = 2
+        tool, start = "pip", 3
+    elif name == "uv":
+        tool, start = "uv", 2 if values[1:2] == ["pip"] else 1
     else:
         return None
     i = start
     while i < len(values) and values[i].startswith("-"):
         i += 2 if values[i] in PIP_VALUE_OPTIONS else 1
-    return i if i < len(values) and values[i] == "install" else None
+    return (tool, i) if i < len(values) else None
+
+
+def pip_install_index(cmd: list[Word]) -> int | None:
+    """Index of the `install` word of a pip (or `python -m pip`, `uv pip`) command, else None."""
+    found = _subcommand(cmd)
+    if found is None or found[1] >= len(cmd) or cmd[found[1]].value != "install":
+        return None
+    if found[0] == "uv" and [w.value for w in cmd[1:2]] != ["pip"]:
+        return None
+    return found[1]
+
+
+def package_action(cmd: list[Word]) -> tuple[str, str] | None:
+    """What a command does with packages: (`pip` or `uv`, its subcommand: install, wheel, download,
+    sync, ...), or a build of a project: (`setup.py`, its command) and (`build`, `build`) for
+    `python -m build`; None for any other command."""
+    values = [w.value for w in cmd]
+    if re.fullmatch(r"python[0-9.]*", program(cmd[0])):
+        if values[1:3] == ["-m", "build"]:
+            return "build", "build"
+        if len(values) > 1 and values[1].endswith("setup.py"):
+            return "setup.py", values[2] if len(values) > 2 else ""
+    found = _subcommand(cmd)
+    return (found[0], values[found[1]]) if found else None
+
+
+def package_actions(text: str, start: int = 0) -> list[tuple[str, str]]:
+    """Every package command of a shell text, those inside `sh -c '...'` / `bash -c "..."` too: the one
+    definition of "this RUN installs or builds with pip or uv" every rewrite uses."""
+    found = []
+    for words in scan(text, start):
+        cmd = command_words(words)
+        if not cmd:
+            continue
+        values = [w.value for w in cmd]
+        if program(cmd[0]) in SHELLS and "-c" in values[1:-1]:
+            found += package_actions(values[values.index("-c", 1) + 1])
+        elif action := package_action(cmd):
+            found.append(action)
+    return found
