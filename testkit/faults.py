@@ -97,13 +97,23 @@ class SecondEngine:
         self.host = f"unix://{self.socket}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, images: list[str]) -> SecondEngine:
-        self.root.mkdir(parents=True, exist_ok=True)
-        argv = ["unshare", "--net", "--", shutil.which("dockerd") or "dockerd", "--host", self.host,
+    def dockerd_argv(self) -> list[str]:
+        return ["unshare", "--net", "--", shutil.which("dockerd") or "dockerd", "--host", self.host,
                 "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
                 "--pidfile", str(self.root / "pid"), "--iptables=false", "--ip-masq=false"]
-        self.proc = subprocess.Popen(argv, stdout=open(self.root / "dockerd.log", "w"), stderr=subprocess.STDOUT)
+
+    def prepare(self) -> None:
+        """What the engine needs before it starts (nothing here)."""
+
+    def release(self) -> None:
+        """What `prepare` made, undone after the engine stopped (nothing here)."""
+
+    def start(self, images: list[str]) -> SecondEngine:
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
+            self.prepare()
+            self.proc = subprocess.Popen(self.dockerd_argv(), stdout=open(self.root / "dockerd.log", "w"),
+                                         stderr=subprocess.STDOUT)
             client = wait_for_engine(self.host, 60)
             main = docker.from_env()
             for image in images:
@@ -121,6 +131,7 @@ class SecondEngine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.release()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -134,8 +145,7 @@ class SmallDiskEngine(SecondEngine):
         self.size = size
         self.bridge = f"hd{os.getpid() % 100000}{random.randrange(100)}"[:15]
 
-    def start(self, images: list[str]) -> SmallDiskEngine:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
         data = self.root / "data"
         data.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(data)], check=True)
@@ -144,31 +154,15 @@ class SmallDiskEngine(SecondEngine):
                      ["ip", "addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", self.bridge],
                      ["ip", "link", "set", self.bridge, "up"]):
             subprocess.run(argv, check=True, capture_output=True)
-        argv = [shutil.which("dockerd") or "dockerd", "--host", self.host, "--data-root", str(data),
+
+    def dockerd_argv(self) -> list[str]:
+        return [shutil.which("dockerd") or "dockerd", "--host", self.host, "--data-root", str(self.root / "data"),
                 "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"), "--iptables=false",
                 "--ip-masq=false", f"--bridge={self.bridge}"]
-        self.proc = subprocess.Popen(argv, stdout=open(self.root / "dockerd.log", "w"), stderr=subprocess.STDOUT)
-        try:
-            client = wait_for_engine(self.host, 60)
-            main = docker.from_env()
-            for image in images:
-                client.images.load(b"".join(main.images.get(image).save(named=True)))
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def release(self) -> None:
         subprocess.run(["umount", "-l", str(self.root / "data")], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def free_subnet() -> ipaddress.IPv4Network:
