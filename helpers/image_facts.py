@@ -228,49 +228,58 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
     return merged, ""
 
 
+class SideBySideReads:
+    """Reads from outside an image, side by side, each through a created container of its own; a path
+    asked for twice is read once."""
+
+    def __init__(self, pool: ThreadPoolExecutor, client: docker.DockerClient, image_id: str,
+                 labels: dict[str, str], profile: Profile):
+        self.pool, self.client, self.image_id, self.labels, self.profile = pool, client, image_id, labels, profile
+        self.copies: dict[str, Future] = {}
+
+    def reader(self) -> ImageFiles:
+        return ImageFiles(self.client, self.image_id, self.labels)
+
+    def read_copies(self, paths: list[str]) -> None:
+        for path in paths:
+            if path not in self.copies:
+                self.copies[path] = self.pool.submit(read_copy, self.reader(), path, self.profile)
+
+    def read_tree(self, path: str) -> Future:
+        return self.pool.submit(read_tree, self.reader(), path, True)
+
+
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
                   labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
                   likely_metadata: str | None = None) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
-    The Engine API answers each archive request in tens of milliseconds (it mounts the container's
-    filesystem each time, one request per container at a time), so the reads go out side by side,
-    each through a container of its own, alongside the probe's run. The start-up hook files (.pth,
-    customize modules, egg-links) are the ones the probe read before any of the image's Python
-    ran; they decide what is listed, never what is compared. `likely_copies` and `likely_metadata`
-    (where the previous image of the project had its copies and its metadata folder) are read at
-    once, before the probe names the real ones; a guess the probe does not confirm is dropped."""
+    The Engine API answers each archive request in tens of milliseconds (one request per container
+    at a time), so the reads go out side by side alongside the probe's run. The start-up hook files
+    are the ones the probe read before any of the image's Python ran. `likely_copies` and
+    `likely_metadata` (the previous image's layout) are read at once, before the probe names the real
+    ones; a guess the probe does not confirm is dropped."""
     image = client.images.get(ref)
     config = image.attrs.get("Config") or {}
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    def reader() -> ImageFiles:
-        return ImageFiles(client, image.id, labels or {})
-
     with ThreadPoolExecutor(max_workers=8) as pool:
-        copies: dict[str, Future] = {}
-
-        def read_copies(paths: list[str]) -> None:
-            for path in paths:
-                if path not in copies:
-                    copies[path] = pool.submit(read_copy, reader(), path, profile)
-
-        read_copies(list(likely_copies))
-        guessed_metadata = pool.submit(read_tree, reader(), likely_metadata, True) if likely_metadata else None
+        reads = SideBySideReads(pool, client, image.id, labels or {}, profile)
+        reads.read_copies(list(likely_copies))
+        guessed_metadata = reads.read_tree(likely_metadata) if likely_metadata else None
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, lambda early: read_copies(early.get("copies") or []))
-        outside = reader()
+                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []))
+        outside = reads.reader()
         try:
             proof = pool.submit(outside.file, profile.proof_file)
             probe, tampering = probed.result()
             dist_info = probe.get("dist_info")
             metadata = None
             if dist_info:
-                metadata = guessed_metadata if dist_info == likely_metadata else \
-                    pool.submit(read_tree, reader(), dist_info, True)
+                metadata = guessed_metadata if dist_info == likely_metadata else reads.read_tree(dist_info)
             confirmed = copies_to_read(probe, profile.import_name)
-            read_copies(confirmed)
+            reads.read_copies(confirmed)
             read = named_files(probe, profile.proof_file, proof.result(), metadata.result() if metadata else {})
-            trees = {path: copies[path].result() for path in confirmed}
+            trees = {path: reads.copies[path].result() for path in confirmed}
         except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
             raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
         finally:

@@ -93,9 +93,6 @@ def scan(text: str, start: int = 0) -> list[list[Word]]:
         if text.startswith("\\\n", i):
             end_word(i)
             i += 2
-        elif c == "\\":
-            word_start = i if word_start is None else word_start
-            i += 2
         elif c in " \t\r":
             end_word(i)
             i += 1
@@ -114,9 +111,9 @@ def scan(text: str, start: int = 0) -> list[list[Word]]:
             if commands[-1]:
                 commands.append([])
             i += len(op)
-        else:
+        else:                                   # a word's character; a backslash escapes the next one
             word_start = i if word_start is None else word_start
-            i += 1
+            i += 2 if c == "\\" else 1
     end_word(len(text))
     return [c for c in commands if c]
 
