@@ -87,8 +87,12 @@ def read_suite(suite: ET.Element) -> list[Outcome]:
     return outcomes
 
 
+# The old tool's names of categories the harness names otherwise: their lists merge under the new names.
+OLD_NAMES = {"flashinfer_abi_mismatch": "abi_mismatch", "docker_build_failed": "build_failed"}
+
+
 def read_status(folder: Path) -> dict[str, str]:
-    """sha -> "success" or failure category, in file order."""
+    """sha -> "success" or failure category (an old tool's name read as the new one), in file order."""
     statuses: dict[str, str] = {}
     files = [(folder / "success.txt", SUCCESS)]
     files += [(p, p.stem) for p in sorted((folder / "failed").glob("*.txt"))]
@@ -98,7 +102,7 @@ def read_status(folder: Path) -> dict[str, str]:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             sha = line.split("#", 1)[0].strip()
             if sha:
-                statuses[sha] = status
+                statuses[sha] = OLD_NAMES.get(status, status)
     return statuses
 
 
@@ -119,14 +123,18 @@ def render_list(status: str, shas: list[str]) -> str:
 
 
 def write_status(folder: Path, statuses: dict[str, str]) -> None:
-    """Rewrite every list, keeping the files of categories that are now empty."""
+    """Rewrite every list, keeping the files of categories that are now empty; a list under an old
+    tool's name goes once its commits are written under the new one."""
+    old_lists = [p for p in (folder / "failed").glob("*.txt") if p.stem in OLD_NAMES]
     groups: dict[str, list[str]] = {SUCCESS: []}
-    groups.update({p.stem: [] for p in (folder / "failed").glob("*.txt")})
+    groups.update({OLD_NAMES.get(p.stem, p.stem): [] for p in (folder / "failed").glob("*.txt")})
     for sha, status in statuses.items():
         groups.setdefault(status, []).append(sha)
     for status, shas in groups.items():
         path = folder / "success.txt" if status == SUCCESS else folder / "failed" / f"{status}.txt"
         atomic_write(path, render_list(status, shas))
+    for path in old_lists:
+        path.unlink()
 
 
 OWNER_FILE = "image-repository.txt"

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from helpers.report import (
+    OLD_NAMES,
     Outcome,
     atomic_write,
     fold,
@@ -73,6 +74,25 @@ def test_real_status_lists_survive_a_run_unchanged_but_for_its_commits(shared_da
     after = read_status(status)
     assert after.pop(some) == "verify_import"
     assert after == {k: v for k, v in before.items() if k != some}
+
+
+def test_the_old_tools_category_names_merge_under_the_new_ones_without_losing_a_commit(shared_data: Path,
+                                                                                      tmp_path: Path):
+    import shutil
+    status = tmp_path / "commit-status"
+    shutil.copytree(shared_data / "sglang" / "commit-status", status)
+    for path in status.rglob("*.txt"):
+        path.chmod(0o644)
+    field = {path.stem: [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+             for path in (status / "failed").glob("*.txt")}
+    write_status(status, read_status(status))
+    files = sorted(p.stem for p in (status / "failed").glob("*.txt"))
+    assert "flashinfer_abi_mismatch" not in files and "docker_build_failed" not in files
+    for old, new in OLD_NAMES.items():
+        lines = (status / "failed" / f"{new}.txt").read_text().splitlines()
+        assert lines[0] == f"# {new.upper()}: {len(field[old])} commits" and lines[1:] == field[old]
+    listed = [sha for p in (status / "failed").glob("*.txt") for sha in p.read_text().splitlines()[1:]]
+    assert sorted(listed) == sorted(sha for shas in field.values() for sha in shas)      # none lost, none twice
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path):
