@@ -169,12 +169,11 @@ class Harness:
 
     def skip_reason(self, sha: str, pushed: set[str] | None) -> str | None:
         """--skip-pushed: why this commit needs no work, or None when it does (or nothing was listed)."""
-        if pushed is None or not sha:
+        if not sha or self.has_work(sha, pushed, self.config.verify_only):
             return None
-        is_pushed = sha in pushed
         if self.config.verify_only:
-            return None if is_pushed else f"not pushed to {self.config.image.ref(sha)}: nothing to verify"
-        return f"already pushed: {self.config.image.ref(sha)}" if is_pushed else None
+            return f"not pushed to {self.config.image.ref(sha)}: nothing to verify"
+        return f"already pushed: {self.config.image.ref(sha)}"
 
     @staticmethod
     def announce(entry: CommitSpec | InvalidEntry, record: Record) -> None:

@@ -94,13 +94,13 @@ def resolve_credentials(registry: str, environ: dict[str, str] | None = None) ->
     return None
 
 
-def is_transient(message: str, status: int | None = None) -> bool:
-    """A push error worth another attempt: HTTP 429 or 5xx (given, or the message's own status line),
-    the registry's rate-limit code, or a failed connection; every other error is permanent."""
+def is_transient(message: str) -> bool:
+    """A push error worth another attempt: HTTP 429 or 5xx (the message's status line), the registry's
+    rate-limit code, or a failed connection; every other error is permanent."""
     text = message.strip()
     found = HTTP_STATUS.search(text)
-    status = status or (int(found.group(1)) if found else None)
-    if status is not None:
+    if found:
+        status = int(found.group(1))
         return status == 429 or status >= 500
     code = REGISTRY_CODE.match(text)
     if code and code.group(1) in TRANSIENT_CODES:

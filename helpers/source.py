@@ -184,10 +184,8 @@ class Mirror:
 
     def read_file(self, sha: str, path: str) -> str | None:
         """A file's text at a commit, or None when the tree has no such file (or it is not a file)."""
-        kind = self.git(["cat-file", "-t", "--end-of-options", f"{sha}:{path}"], QUERY_DEADLINE)
-        if kind.status != 0 or kind.text.strip() != "blob":
-            return None
-        return self._run(["cat-file", "blob", f"{sha}:{path}"], deadline=QUERY_DEADLINE)
+        done = self.git(["cat-file", "blob", f"{sha}:{path}"], QUERY_DEADLINE)     # fails for a tree too
+        return done.text if done.status == 0 else None
 
     def blob_hashes(self, sha: str, prefix: str) -> dict[str, str]:
         """`git ls-tree -r` of a subtree: tree path -> blob hash (submodules left out)."""
