@@ -14,6 +14,7 @@ from helpers.profiles import Profile, choose_fixes, choose_profile
 from helpers.publish import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
+from helpers.serve import ServeOptions
 from helpers.source import is_inside_work_tree, valid_repo_url
 
 
@@ -82,6 +83,18 @@ OPTIONS = (
            metavar="PATTERN=IMAGE"),
     Option("--build-timeout", "seconds before a build is stopped", "7200", kind="float"),
     Option("--verify-timeout", "seconds for the verification run", "600", kind="float"),
+    Option("--smoke-timeout", "seconds each smoke check (a deep import, a command) may take", "300", kind="float"),
+    Option("--serve-check", "start each verified image's server, wait for its health path, send one tiny request "
+           "(before pushing)", kind="flag"),
+    Option("--serve-model", "the model the serve check's server loads (the profile's `{model}`)",
+           "Qwen/Qwen2.5-0.5B-Instruct"),
+    Option("--serve-gpus", "GPUs for the serve check's container: all, or device IDs like 0,1", shown="none"),
+    Option("--serve-timeout", "seconds the server has to answer its health path", "1200", kind="float"),
+    Option("--serve-env", "pass this variable of the harness's environment to the server (HF_TOKEN), repeatable",
+           kind="list", metavar="NAME"),
+    Option("--serve-volume", "mount into the server's container (a model cache), repeatable", kind="list",
+           metavar="HOST_PATH:CONTAINER_PATH"),
+    Option("--serve-shm-size", "/dev/shm of the server's container (servers share tensors through it)", "16g"),
     Option("--git-timeout", "seconds for any git command (a clone or fetch of the mirror too)", "1800",
            kind="float"),
     Option("--push-retries", "retries of a push on transient errors", "3", kind="int"),
@@ -142,6 +155,8 @@ class HarnessConfig:
     base_images: BaseImageMap
     build_timeout: float
     verify_timeout: float
+    smoke_timeout: float
+    serve: ServeOptions | None  # --serve-check
     git_timeout: float
     push_retries: int
     push_backoff: float
@@ -160,6 +175,26 @@ class HarnessConfig:
     batch_size: int | None
     dependency_layer: bool
     package_cache: bool
+
+
+def serve_options(options: dict, profile: Profile) -> ServeOptions | None:
+    if not options.get("serve_check"):
+        return None
+    if not profile.serve_command:
+        raise ConfigError(f"--serve-check: profile {profile.name!r} has no serve_command")
+    volumes = []
+    for text in options.get("serve_volume") or ():
+        host, _, inside = text.partition(":")
+        if not host.startswith("/") or not inside.startswith("/"):
+            raise ConfigError(f"--serve-volume {text!r}: give HOST_PATH:CONTAINER_PATH, both absolute")
+        volumes.append((host, inside))
+    names = tuple(options.get("serve_env") or ())
+    bad = [n for n in names if not n.replace("_", "a").isalnum() or n[0].isdigit()]
+    if bad:
+        raise ConfigError(f"--serve-env takes variable names, not {bad}")
+    return ServeOptions(str(options["serve_model"]), options.get("serve_gpus") or "",
+                        positive("--serve-timeout", float(options["serve_timeout"])), names, tuple(volumes),
+                        str(options["serve_shm_size"]))
 
 
 def local_registry_port() -> int:
@@ -256,6 +291,8 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
         base_images=parse_mapping(list(options.get("base_image_map") or ())),
         build_timeout=positive("--build-timeout", float(options["build_timeout"])),
         verify_timeout=positive("--verify-timeout", float(options["verify_timeout"])),
+        smoke_timeout=positive("--smoke-timeout", float(options["smoke_timeout"])),
+        serve=serve_options(options, profile),
         git_timeout=positive("--git-timeout", float(options["git_timeout"])),
         push_retries=int(options["push_retries"]),
         push_backoff=positive("--push-backoff", float(options["push_backoff"])),

@@ -23,6 +23,11 @@ CATEGORIES = (
     "verify_import",
     "verify_source_mismatch",
     "verify_version",
+    "abi_mismatch",
+    "verify_smoke",
+    "server_failed_to_start",
+    "server_timeout",
+    "server_request_failed",
     "disk_full",
     "infra_error",
 )
@@ -107,6 +112,24 @@ class DiskFull(HarnessError):
     """The engine's data-root filesystem has no room for the build (checked before it, or hit during it)."""
 
     category = "disk_full"
+
+
+class ServerFailedToStart(HarnessError):
+    """--serve-check: the server's process exited (or could not start) before it answered its health path."""
+
+    category = "server_failed_to_start"
+
+
+class ServerTimeout(HarnessError):
+    """--serve-check: the server kept running but its health path never answered 200 in time."""
+
+    category = "server_timeout"
+
+
+class ServerRequestFailed(HarnessError):
+    """--serve-check: the server was healthy, but the profile's one tiny request failed."""
+
+    category = "server_request_failed"
 
 
 class InfraError(HarnessError):

@@ -27,6 +27,7 @@ import requests
 from helpers.errors import ImageNotFound, InfraError
 from helpers.probe import EARLY, MARK
 from helpers.profiles import Profile
+from helpers.smoke import SmokePlan
 
 PROBE_SOURCE = (Path(__file__).parent / "probe.py").read_text()
 def blob_hash(data: bytes) -> str:
@@ -152,19 +153,39 @@ def find_image(client: docker.DockerClient, ref: str, pull: Callable[[], None] |
         raise ImageNotFound(f"image {ref} is neither local nor pullable: {e}") from e
 
 
-def probe_args(profile: Profile, workdir: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class Smoke:
+    """The smoke checks asked of one image and the deadline of each (helpers/smoke.py plans them)."""
+
+    plan: SmokePlan = SmokePlan()
+    deadline: float = 300.0
+
+    @property
+    def budget(self) -> float:
+        """The longest the checks can take: each command, and the imports' child, hang at most once each."""
+        if self.plan.empty:
+            return 0.0
+        return self.deadline * (len(self.plan.commands) + len(self.plan.imports))
+
+
+def probe_args(profile: Profile, workdir: str, smoke: Smoke) -> dict[str, object]:
     return {"distribution": profile.distribution, "import_name": profile.import_name,
             "modules": list(profile.check_modules), "import_from_workdir": profile.import_from_workdir,
-            "extra_dirs": [workdir or "/", "/"]}
+            "extra_dirs": [workdir or "/", "/"], "smoke_imports": [name for name, _ in smoke.plan.imports],
+            "smoke_commands": [list(words) for words in smoke.plan.commands], "smoke_timeout": smoke.deadline,
+            "command_cwd": workdir or "/"}
 
 
 def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
-              labels: dict[str, str], on_early: Callable[[dict], None] | None = None) -> tuple[dict, str]:
+              labels: dict[str, str], on_early: Callable[[dict], None] | None = None,
+              smoke: Smoke = Smoke()) -> tuple[dict, str]:
     """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
 
-    `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on."""
+    `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on. The
+    smoke checks run last, within `timeout` plus their own budget."""
     nonce = secrets.token_hex(16)
-    command = ["-S", "-c", PROBE_SOURCE, json.dumps(probe_args(profile, workdir)), nonce]
+    timeout += smoke.budget
+    command = ["-S", "-c", PROBE_SOURCE, json.dumps(probe_args(profile, workdir, smoke)), nonce]
     # No bytecode written by the interpreter itself: any file that changes under the package while
     # the probe runs was changed by the image's own start-up code (the probe compares each file's
     # status before and after; the engine's own container diff costs ~0.5 s on Docker 20.10).
@@ -251,7 +272,7 @@ class SideBySideReads:
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
                   labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
-                  likely_metadata: str | None = None) -> Facts:
+                  likely_metadata: str | None = None, smoke: Smoke = Smoke()) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
     The Engine API answers each archive request in tens of milliseconds (one request per container
@@ -267,7 +288,7 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
         reads.read_copies(list(likely_copies))
         guessed_metadata = reads.read_tree(likely_metadata) if likely_metadata else None
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []))
+                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []), smoke)
         outside = reads.reader()
         try:
             proof = pool.submit(outside.file, profile.proof_file)

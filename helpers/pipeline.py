@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, disk, image_facts, publish, render, report, source, verify
+from helpers import build, disk, image_facts, publish, render, report, serve, smoke, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec, InvalidEntry
@@ -105,7 +105,8 @@ class Harness:
     def docker(self) -> docker.DockerClient:
         """The engine client; an unreachable engine is one clear error naming the endpoint."""
         self.require_engine()
-        return docker.from_env(timeout=max(60, int(self.config.verify_timeout)))
+        # a read may wait as long as the verification's longest silence: a smoke check's deadline
+        return docker.from_env(timeout=int(max(60, self.config.verify_timeout, self.config.smoke_timeout + 30)))
 
     def require_engine(self) -> None:
         """Raise InfraError naming the endpoint when the engine does not answer a new connection
@@ -206,9 +207,12 @@ class Harness:
             if self.config.prepare_only:
                 return Produced(image)
             stage = "verify"
-            checks = self.verify(image)
+            checks = self.verify(image, record)
             for check in checks:
                 record(f"check.{check.category}", check.line())
+            if checks.passed and self.config.serve is not None:
+                stage = "serve"
+                record("serve", self.serve(image, self.config.serve).line())
             stage = "publish"
             if checks.passed and self.config.push and not self.config.verify_only:
                 self.publish(image, record)
@@ -393,22 +397,33 @@ class Harness:
             image.local = True
         image_facts.find_image(self.docker, image.verified_ref, pull)
 
-    def verify(self, image: BuiltImage) -> verify.Checks:
-        """Files read from outside the image, one probe run inside, then every check; nothing raised yet."""
-        tree = self.mirror.blob_hashes(image.sha, self.config.profile.package_path)
-        want = verify.Expected(image.sha, self.config.profile,
-                               verify.expected_tree(self.config.profile, tree, image.patched),
-                               version=image.scm_version)
+    def labels(self, image: BuiltImage) -> dict[str, str]:
+        """The labels of every container the harness starts for an image (the disk stage finds them by these)."""
+        return {SESSION_LABEL: self.config.session_id, COMMIT_LABEL: image.sha}
+
+    def serve(self, image: BuiltImage, options: serve.ServeOptions) -> serve.Served:
+        """--serve-check: the image's server answers its health path and one tiny request."""
+        return serve.serve_check(self.docker, image.subject, self.config.profile, options, self.labels(image))
+
+    def verify(self, image: BuiltImage, record: Record | None = None) -> verify.Checks:
+        """Files read from outside the image, one probe run inside (the smoke checks last), then every check;
+        nothing raised yet."""
+        profile = self.config.profile
+        tree = verify.expected_tree(profile, self.mirror.blob_hashes(image.sha, profile.package_path), image.patched)
+        want = verify.Expected(image.sha, profile, tree, version=image.scm_version, smoke=smoke.plan(profile, tree))
         try:
-            facts = image_facts.collect_facts(self.docker, image.subject, self.config.profile,
-                                         self.config.verify_timeout,
-                                         labels={SESSION_LABEL: self.config.session_id, COMMIT_LABEL: image.sha},
-                                         likely_copies=self.layout_seen[0], likely_metadata=self.layout_seen[1])
+            facts = image_facts.collect_facts(self.docker, image.subject, profile, self.config.verify_timeout,
+                                              labels=self.labels(image), likely_copies=self.layout_seen[0],
+                                              likely_metadata=self.layout_seen[1],
+                                              smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout))
             self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
             if disk.is_disk_full(str(e)):
                 raise DiskFull(f"the verification of {image.subject} could not run: {e}") from e
             raise InfraError(f"the verification of {image.subject} could not run: {e}") from e
+        seconds = (facts.probe.get("smoke") or {}).get("seconds")
+        if record is not None and seconds is not None:
+            record("smoke_seconds", seconds)
         return verify.evaluate(facts, want)
 
 

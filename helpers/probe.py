@@ -13,6 +13,10 @@ so the probe works in two phases:
    the package (and the profile's modules) and reports, per loaded module, its spec's origin,
    its loader and any function the module's source defines that is not that source's code.
 
+Last, the smoke checks (helpers/smoke.py plans them) run in child processes of the probe, each
+with a deadline: the deep imports in one child interpreter started as the image starts Python
+(a crash or a hang ends only that child; the rest go on in a new one), then each command.
+
 The facts go out on the original stdout descriptor, tagged with a nonce given on the command
 line (removed from `sys.argv` before any image code runs): the trusted phase's as soon as they
 are known (the harness starts reading the copies they name), then all of them; then `os._exit`
@@ -26,13 +30,17 @@ import importlib.util
 import json
 import marshal
 import os
+import signal
 import site
+import subprocess
 import sys
+import time
 import traceback
 
 MARK = "HARNESS-FACTS:"
 EARLY = "HARNESS-EARLY:"      # the trusted phase's facts, sent as soon as they are known
 _write, _exit, _dumps, _compile, _loads = os.write, os._exit, json.dumps, compile, marshal.loads
+_Popen, _monotonic, _killpg = subprocess.Popen, time.monotonic, os.killpg
 _listdir, _isdir, _isfile, _join, _realpath = os.listdir, os.path.isdir, os.path.isfile, os.path.join, \
     os.path.realpath
 SOURCE_LOADER = importlib.machinery.SourceFileLoader
@@ -418,6 +426,105 @@ def import_phase(args, facts, states):
     return facts
 
 
+# The child interpreter of the deep imports: a marked line as each module starts and with its result.
+SMOKE_IMPORTER = r"""
+import importlib, importlib.util, json, sys, traceback
+names, mark = json.loads(sys.argv[1]), sys.argv[2]
+del sys.argv[1:]
+for name in names:
+    print(mark + json.dumps({"start": name}), flush=True)
+    result = {"name": name, "status": "ok"}
+    try:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError as e:
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
+                found = False
+            else:
+                raise
+        if found:
+            importlib.import_module(name)
+        else:
+            result["status"] = "absent"
+    except BaseException:
+        kind, error, frames = sys.exc_info()
+        frames = [f for f in traceback.extract_tb(frames) if not f.filename.startswith("<")
+                  and not f.filename.endswith("importlib/__init__.py")]
+        text = "".join(traceback.format_list(frames) + traceback.format_exception_only(kind, error))
+        result = {"name": name, "status": "error", "output": text[-4000:]}
+    print(mark + json.dumps(result), flush=True)
+"""
+
+
+def run_with_deadline(argv, deadline, cwd=None):
+    """A child process with its own session: (exit status or "timeout", its output, seconds)."""
+    start = _monotonic()
+    try:
+        proc = _Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      start_new_session=True)
+    except OSError as e:
+        return "cannot start (%s)" % e, "", 0.0
+    try:
+        out, _ = proc.communicate(timeout=deadline)
+        status = proc.returncode
+    except subprocess.TimeoutExpired:
+        try:
+            _killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:          # a process left the session and holds the pipe
+            out = b""
+        status = "timeout"
+    return status, out.decode("utf-8", "replace"), round(_monotonic() - start, 2)
+
+
+def smoke_imports(names, deadline):
+    """Each module imported in a child interpreter; one that crashes or hangs it is reported with the
+    child's output since it started, and the rest go on in a new child."""
+    results, mark = [], "SMOKE-%s:" % os.urandom(8).hex()
+    python = sys.executable or "python3"
+    while names:
+        status, out, seconds = run_with_deadline([python, "-X", "faulthandler", "-c", SMOKE_IMPORTER,
+                                                  _dumps(names), mark], deadline)
+        current, lines = None, []
+        for line in out.splitlines():
+            if not line.startswith(mark):
+                lines.append(line)
+                continue
+            entry = json.loads(line[len(mark):])
+            if "start" in entry:
+                current, lines = entry["start"], []
+            else:
+                results.append(entry)
+                current = None
+        done = [r["name"] for r in results]
+        if current is None:
+            missing = [n for n in names if n not in done]
+            if missing:         # the child ended before it started them: nothing more to learn here
+                results += [{"name": n, "status": "error", "output": "the interpreter exited (%s) before "
+                             "importing it:\n%s" % (status, out[-2000:])} for n in missing]
+            break
+        why = "timeout" if status == "timeout" else "error"
+        output = "\n".join(lines)[-4000:] + ("" if why == "timeout" else "\nthe interpreter died (exit status %s)"
+                                             % status)
+        results.append({"name": current, "status": why, "output": output, "seconds": seconds})
+        names = [n for n in names if n not in done and n != current]
+    return results
+
+
+def smoke_phase(args):
+    """The profile's deep imports, then its commands, each with the deadline; the time they took."""
+    start, deadline = _monotonic(), float(args.get("smoke_timeout") or 300)
+    report = {"imports": smoke_imports(list(args.get("smoke_imports") or []), deadline), "commands": []}
+    for argv in args.get("smoke_commands") or []:
+        status, out, seconds = run_with_deadline(list(argv), deadline, args.get("command_cwd") or None)
+        report["commands"].append({"argv": argv, "status": status, "output": out[-4000:], "seconds": seconds})
+    report["seconds"] = round(_monotonic() - start, 3)
+    return report
+
+
 def main(argv):
     nonce = argv.pop()
     args = json.loads(argv.pop())
@@ -436,6 +543,11 @@ def main(argv):
         facts = import_phase(args, dict(facts), states)
     except BaseException:
         facts["probe_error"] = traceback.format_exc()[-3000:]
+    if args.get("smoke_imports") or args.get("smoke_commands"):
+        try:
+            facts["smoke"] = smoke_phase(args)
+        except BaseException:
+            facts["smoke_error"] = traceback.format_exc()[-3000:]
     emit(MARK, nonce, facts)
     _exit(0)
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,18 @@ class Profile:
     generated_files: tuple[str, ...] = ()  # package files a build writes (e.g. _version.py), not compared
     build_products: tuple[str, ...] = ()   # compiled files a build adds to the package (globs), e.g. "*.so"
     check_modules: tuple[str, ...] = ()    # submodules imported too; each must load from the checked copy
+    # Smoke checks, in the verification container (no GPU, no network): deep imports (a module of the
+    # project the commit's tree lacks is skipped, any other one checked when the image has it) and
+    # commands that must exit 0 in time (split into words like a shell would, never run by one).
+    smoke_imports: tuple[str, ...] = ()
+    smoke_commands: tuple[str, ...] = ()
+    # --serve-check: the server (`{model}` and `{port}` replaced word by word), its port, the path that
+    # answers 200 once it is ready, and one tiny POST (none when the path is empty; `{model}` replaced).
+    serve_command: str = ""
+    serve_port: int = 0
+    serve_health_path: str = "/health"
+    serve_request_path: str = ""
+    serve_request_body: str = ""
 
     @property
     def package_path(self) -> str:
@@ -88,11 +102,44 @@ class Profile:
                                                f"known: {', '.join(FIXES)}"),
             (bool(re.match(r"^[a-z+]+://|^git@|^/|^\.", self.repo_url)),
              f"repo_url {self.repo_url!r} is neither a URL nor a path"),
+            *self.smoke_and_serve_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"profile {self.name!r}: {message}")
         return self
+
+    def smoke_and_serve_checks(self) -> list[tuple[bool, str]]:
+        bad_modules = [m for m in self.smoke_imports if not all(p.isidentifier() for p in m.split("."))]
+        bad_commands = [c for c in self.smoke_commands if not command_words(c)]
+        return [
+            (not bad_modules, f"smoke_imports {bad_modules} are not dotted module names"),
+            (not bad_commands, f"smoke_commands {bad_commands} are empty or not closed (quotes)"),
+            (not self.serve_command or bool(command_words(self.serve_command)),
+             f"serve_command {self.serve_command!r} is not closed (quotes)"),
+            (not self.serve_command or 0 < self.serve_port < 65536,
+             f"serve_port {self.serve_port} must be a TCP port (1-65535) when serve_command is set"),
+            (all(p.startswith("/") for p in (self.serve_health_path, self.serve_request_path) if p),
+             "serve_health_path and serve_request_path must start with /"),
+            (not self.serve_request_path or valid_json(self.serve_request_body.replace("{model}", "m")),
+             f"serve_request_body {self.serve_request_body!r} is not JSON"),
+        ]
+
+
+def command_words(command: str) -> list[str]:
+    """A command's words as a POSIX shell would split them (no shell ever runs it); [] when unclosed."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
+def valid_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def normalise_repo(url: str) -> str:
@@ -120,6 +167,14 @@ SGLANG = Profile(
     build_arg="SGLANG_COMMIT",
     dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
     fixes=("dockerfile_syntax", "no_git_mount"),
+    smoke_imports=("sglang.launch_server", "sglang.srt.server_args", "sglang.srt.entrypoints.http_server",
+                   "sglang.srt.server", "sglang.srt.managers.scheduler", "sglang.srt.managers.tp_worker",
+                   "sglang.srt.model_executor.model_runner", "sgl_kernel", "flashinfer"),
+    smoke_commands=("python3 -m sglang.launch_server --help",),
+    serve_command="python3 -m sglang.launch_server --model-path {model} --host 0.0.0.0 --port {port}",
+    serve_port=30000,
+    serve_request_path="/generate",
+    serve_request_body='{"text": "The capital of France is", "sampling_params": {"max_new_tokens": 1}}',
 )
 
 VLLM = Profile(
@@ -138,6 +193,13 @@ VLLM = Profile(
     fixes=FIXES,
     generated_files=("_version.py",),
     build_products=("*.so",),
+    smoke_imports=("vllm.entrypoints.openai.api_server", "vllm.engine.arg_utils", "vllm.engine.llm_engine",
+                   "vllm.v1.engine.core", "vllm.worker.model_runner", "vllm._C", "vllm._moe_C", "flashinfer"),
+    smoke_commands=("python3 -m vllm.entrypoints.openai.api_server --help",),
+    serve_command="python3 -m vllm.entrypoints.openai.api_server --model {model} --host 0.0.0.0 --port {port}",
+    serve_port=8000,
+    serve_request_path="/v1/completions",
+    serve_request_body='{"model": "{model}", "prompt": "The capital of France is", "max_tokens": 1}',
 )
 
 BUILTIN_PROFILES = {SGLANG.name: SGLANG, VLLM.name: VLLM}
@@ -177,8 +239,8 @@ def _checked(path: Path, key: str, value: object, annotation: object) -> object:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"profile file {path}: {key} must be a list of strings")
         return tuple(value)
-    wanted = bool if "bool" in str(annotation) else str
-    if not isinstance(value, wanted):
+    wanted = bool if "bool" in str(annotation) else int if str(annotation) == "int" else str
+    if not isinstance(value, wanted) or isinstance(value, bool) is not (wanted is bool):
         raise ConfigError(f"profile file {path}: {key} must be a {wanted.__name__}, got {value!r}")
     return value
 

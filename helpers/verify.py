@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 
 from helpers.image_facts import Facts, FileFacts, blob_hash, loaded_from
 from helpers.profiles import Profile
+from helpers.smoke import ABI_ERROR, SmokePlan, read_results, tail
 
 REVISION_LABEL = "org.opencontainers.image.revision"
 STARTUP_ENV = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONINSPECT")
@@ -31,6 +32,7 @@ class Expected:
     profile: Profile
     tree: dict[str, str]            # path under the package dir -> blob hash
     version: str | None = None      # the version the build was given (setuptools-scm projects)
+    smoke: SmokePlan = SmokePlan()  # the deep imports and commands asked of the image
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Checks(NamedTuple):
     imported: CheckResult
     editable_install: CheckResult
     version: CheckResult
+    smoke: CheckResult
 
     @property
     def passed(self) -> bool:
@@ -106,7 +109,8 @@ def check_import(facts: Facts, want: Expected) -> CheckResult:
         errors["(probe)"] = facts.probe["probe_error"]
     if errors:
         name, error = next(iter(errors.items()))
-        return CheckResult("verify_import", errors, {}, f"import {name} failed:\n{error.strip()}")
+        category = "abi_mismatch" if ABI_ERROR.search(error) else "verify_import"
+        return CheckResult(category, errors, {}, f"import {name} failed:\n{tail(error)}")
     names = [want.profile.import_name, *want.profile.check_modules]
     loaded = loaded_from(facts.probe, want.profile.import_name)
     return CheckResult("verify_import", errors, {}, f"import {', '.join(names)} -> {loaded or '?'}")
@@ -315,9 +319,20 @@ def check_version(facts: Facts, want: Expected) -> CheckResult:
                        f"{want.profile.distribution} {found or '(not installed)'}, the commit's is {want.version}")
 
 
+def check_smoke(facts: Facts, want: Expected) -> CheckResult:
+    """The profile's deep imports import and its commands exit 0 in time; an ABI error is `abi_mismatch`."""
+    if want.smoke.empty and not want.smoke.skipped:
+        return CheckResult("verify_smoke", [], [], "none asked by the profile")
+    verdict = read_results(want.smoke, facts.probe.get("smoke"))
+    if facts.probe.get("smoke_error"):
+        verdict.failures.append(f"the probe's smoke phase failed:\n{tail(facts.probe['smoke_error'])}")
+    return CheckResult(verdict.category, verdict.failures, [], verdict.describe())
+
+
 def evaluate(facts: Facts, want: Expected) -> Checks:
     return Checks(check_label(facts, want), check_proof_file(facts, want), check_source(facts, want),
-                  check_import(facts, want), check_editable_install(facts, want), check_version(facts, want))
+                  check_import(facts, want), check_editable_install(facts, want), check_version(facts, want),
+                  check_smoke(facts, want))
 
 
 def summary(results: Checks) -> str:

@@ -141,13 +141,16 @@ class MiniRepo:
     path: Path
     commits: list[str] = field(default_factory=list)
 
-    def write(self, files: dict[str, str]) -> None:
-        for name, text in files.items():
+    def write(self, files: dict[str, str] | dict[str, str | bytes]) -> None:
+        for name, content in files.items():
             target = self.path / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
 
-    def commit(self, message: str, files: dict[str, str]) -> str:
+    def commit(self, message: str, files: dict[str, str] | dict[str, str | bytes]) -> str:
         self.write(files)
         git(self.path, "add", "-A")
         git(self.path, "commit", "-q", "-m", message)

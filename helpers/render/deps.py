@@ -125,7 +125,7 @@ def _split(inst: Instruction, cwd: str | None, variables: dict[str, str], profil
               if cmd and program(cmd[0]) == "cp" and len(cmd) >= 4 and cmd[2].value == f"{SOURCE_MOUNT}/."]
     installs = [(words, cmd, where) for words, cmd, where in commands
                 if cmd and pip_install_index(cmd) is not None and any(w.value in ("-e", "--editable") for w in cmd)]
-    if len(copies) != 1 or len(installs) != 1:
+    if len(copies) != 1 or len(installs) != 1 or not _only_source_steps(commands, copies[0], installs[0]):
         return None
     copy_words, copy_cmd, copy_where = copies[0]
     dest = resolve(copy_where, copy_cmd[3].value)
@@ -145,6 +145,17 @@ def _split(inst: Instruction, cwd: str | None, variables: dict[str, str], profil
              f"cd {shlex.quote(where)} && {' '.join([*assignments, _project_command(cmd)])}"
     return f"{first}\n{second}", f"dependencies ({len(deps)}) in a layer keyed by their specification; " \
                                  f"the source installed after them with --no-deps"
+
+
+SOURCE_FREE = {"cd", "true", ":", "export", "echo", "printf", "set", "unset"}
+
+
+def _only_source_steps(commands: list, copy: tuple, install: tuple) -> bool:
+    """From the copy of the source on, no step but the project's install that could read the source (the
+    dependency layer runs them without it): only shell built-ins that read no files (`cd`, `export`, `echo`)."""
+    start, end = commands.index(copy), commands.index(install)
+    others = commands[start + 1:end] + commands[end + 1:]
+    return all(not cmd or program(cmd[0]) in SOURCE_FREE for _, cmd, _ in others)
 
 
 def _editable_target(cmd: list[Word], where: str | None, variables: dict[str, str]) -> tuple[str, set[str]] | None:
