@@ -506,10 +506,8 @@ def smoke_imports(names, deadline):
                 results += [{"name": n, "status": "error", "output": "the interpreter exited (%s) before "
                              "importing it:\n%s" % (status, out[-2000:])} for n in missing]
             break
-        why = "timeout" if status == "timeout" else "error"
-        output = "\n".join(lines)[-4000:] + ("" if why == "timeout" else "\nthe interpreter died (exit status %s)"
-                                             % status)
-        results.append({"name": current, "status": why, "output": output, "seconds": seconds})
+        results.append({"name": current, "status": "timeout" if status == "timeout" else "crashed",
+                        "exit": status, "output": "\n".join(lines)[-4000:], "seconds": seconds})
         names = [n for n in names if n not in done and n != current]
     return results
 

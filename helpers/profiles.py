@@ -241,7 +241,8 @@ def _checked(path: Path, key: str, value: object, annotation: object) -> object:
         return tuple(value)
     wanted = bool if "bool" in str(annotation) else int if str(annotation) == "int" else str
     if not isinstance(value, wanted) or isinstance(value, bool) is not (wanted is bool):
-        raise ConfigError(f"profile file {path}: {key} must be a {wanted.__name__}, got {value!r}")
+        kind = {bool: "a bool", int: "an integer", str: "a string"}[wanted]
+        raise ConfigError(f"profile file {path}: {key} must be {kind}, got {value!r}")
     return value
 
 

@@ -107,7 +107,8 @@ class ServerRun:
         except docker.errors.APIError as e:
             if self.options.gpus and ("device driver" in str(e) or "gpu" in str(e).lower()):
                 raise InfraError(f"the engine cannot give the server GPUs ({self.options.gpus}): {e}") from e
-            raise ServerFailedToStart(f"the server's container did not start: {e}", log_tail=self.log_tail()) from e
+            raise ServerFailedToStart(f"`{' '.join(argv)}` did not start: {e.explanation or e}",
+                                      log_tail=self.log_tail()) from e
 
     def base_url(self) -> str:
         self.started.reload()

@@ -11,6 +11,7 @@ GPU driver in the container is noted, not failed: no check here runs on a GPU.
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass, field
 
 from helpers.profiles import Profile, command_words
@@ -100,7 +101,9 @@ class SmokeVerdict:
         self.abi = self.abi or bool(ABI_ERROR.search(output))
         error = last_line(output)
         seen = any(f.split("\n", 1)[0].endswith(f": {error}") for f in self.failures)
-        self.failures.append(f"{what}: {error}" + ("" if seen or not error else f"\n{indent(tail(output))}"))
+        shown = tail(output)
+        self.failures.append(what + (f": {error}" if error else "") +
+                             ("" if seen or shown.strip() == error else f"\n{indent(shown)}"))
 
     def describe(self) -> str:
         timing = f" in {self.seconds:.2f} s" if self.seconds is not None else ""
@@ -139,8 +142,14 @@ def read_import(verdict: SmokeVerdict, entry: dict, in_tree: bool | None) -> Non
             verdict.notes.append(f"import {name}: " + ("not installed, skipped" if in_tree is None else
                                                        "not in the commit's tree, skipped"))
     elif status == "timeout":
-        verdict.failures.append(f"import {name}: still running after {entry.get('seconds', '?')} s (a hang)\n"
-                                f"{indent(tail(entry.get('output', '')))}")
+        verdict.failures.append(f"import {name}: still running after {entry.get('seconds', '?')} s (a hang)"
+                                + below(entry.get("output", "")))
+    elif status == "crashed":
+        output = entry.get("output") or ""
+        fatal = next((line for line in output.splitlines() if line.startswith("Fatal Python error")), "")
+        verdict.abi = verdict.abi or bool(ABI_ERROR.search(output))
+        verdict.failures.append(f"import {name}: the interpreter died ({exit_text(entry.get('exit'))})"
+                                + (f": {fatal}" if fatal else "") + below(output))
     else:
         verdict.fail(f"import {name} failed", entry.get("output") or str(status))
 
@@ -151,10 +160,11 @@ def read_command(verdict: SmokeVerdict, entry: dict) -> None:
     if status == 0:
         verdict.passed.append(command)
     elif status == "timeout":
-        verdict.failures.append(f"{command}: still running after {entry.get('seconds', '?')} s (a hang)\n"
-                                f"{indent(tail(output))}")
+        verdict.failures.append(f"{command}: still running after {entry.get('seconds', '?')} s (a hang)" + below(output))
+    elif isinstance(status, int):
+        verdict.fail(f"{command} {exit_text(status)}", output)
     else:
-        verdict.fail(f"{command} exited with {status}", output)
+        verdict.fail(f"{command}: {status}", output)
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -164,6 +174,21 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
 
 def last_line(text: str) -> str:
     return tail(text, 1).strip()[:300]
+
+
+def exit_text(status: object) -> str:
+    """`exited with 3`, or `killed by SIGSEGV` for a negative status (a signal)."""
+    if isinstance(status, int) and status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exited with {status}"
+
+
+def below(output: str) -> str:
+    shown = tail(output)
+    return f"\n{indent(shown)}" if shown else ""
 
 
 def indent(text: str) -> str:

@@ -33,11 +33,23 @@ def test_defaults():
     ({"disable_fix": ["bogus"]}, "unknown fix 'bogus'"),
     ({"work_dir": str(Path(__file__).parent)}, "inside a git work tree"),
     ({"no_push": False, "registry": "docker.io", "namespace": ""}, "needs a namespace"),
+    ({"smoke_timeout": 0}, "--smoke-timeout must be positive"),
+    ({"serve_check": True, "serve_timeout": 0}, "--serve-timeout must be positive"),
+    ({"serve_check": True, "serve_volume": ["cache:/root/.cache"]}, "both absolute"),
+    ({"serve_check": True, "serve_env": ["HF_TOKEN=hf_secret"]}, "variable names"),
 ])
 def test_bad_options_are_config_errors(options, message, monkeypatch):
     monkeypatch.delenv("DOCKERHUB_USERNAME", raising=False)
     with pytest.raises(ConfigError, match=message):
         config(**options)
+
+
+def test_the_serve_check_is_off_unless_asked_and_takes_its_options():
+    assert config().serve is None and config().smoke_timeout == 300
+    serve = config(serve_check=True, serve_gpus="all", serve_env=["HF_TOKEN"],
+                   serve_volume=["/data/hf:/root/.cache/huggingface"]).serve
+    assert serve is not None and (serve.gpus, serve.env_names, serve.volumes, serve.timeout) == (
+        "all", ("HF_TOKEN",), (("/data/hf", "/root/.cache/huggingface"),), 1200)
 
 
 def test_namespace_defaults_to_the_docker_hub_user(monkeypatch):

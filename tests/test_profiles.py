@@ -54,6 +54,13 @@ def test_profile_file_based_on_a_builtin(tmp_path):
     ('base = "sglang"\nbuild_arg = "1BAD"\n', "not a valid ARG name"),
     ('base = "sglang"\nimage_name = "Upper Case"\n', "not a valid image repository name"),
     ('base = "sglang"\nsource_subdir = "../up"\n', "relative path inside the repository"),
+    ('base = "sglang"\nsmoke_imports = ["sglang.srt..x"]\n', "not dotted module names"),
+    ('base = "sglang"\nsmoke_commands = ["python3 -c \'unclosed"]\n', "not closed"),
+    ('base = "sglang"\nserve_port = "30000"\n', "serve_port must be an integer"),
+    ('base = "sglang"\nserve_port = true\n', "serve_port must be an integer"),
+    ('base = "sglang"\nserve_port = 70000\n', "must be a TCP port"),
+    ('base = "sglang"\nserve_health_path = "health"\n', "must start with /"),
+    ('base = "sglang"\nserve_request_body = "{text: 1}"\n', "is not JSON"),
     ('name = "x"\n', "missing keys"),
     ('base = "nope"\n', "unknown project"),
     ("not toml = = =\n", "profile file"),
@@ -63,3 +70,20 @@ def test_bad_profile_files_say_what_is_wrong(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_profile_file(path)
+
+
+def test_smoke_and_serve_fields_from_a_file(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('base = "sglang"\nsmoke_imports = ["sglang.srt.server", "deep_gemm"]\n'
+                    'smoke_commands = ["python3 -m sglang.launch_server --help"]\nserve_port = 31000\n'
+                    'serve_command = "python3 -m sglang.launch_server --model-path {model} --port {port}"\n')
+    profile = load_profile_file(path)
+    assert profile.smoke_imports == ("sglang.srt.server", "deep_gemm") and profile.serve_port == 31000
+    assert profile.serve_request_path == SGLANG.serve_request_path
+
+
+def test_the_builtin_profiles_have_smoke_lists_and_a_server():
+    for profile in (SGLANG, VLLM):
+        assert profile.smoke_imports and profile.smoke_commands and profile.serve_command and profile.serve_port
+    assert {"sgl_kernel", "flashinfer", "sglang.launch_server"} <= set(SGLANG.smoke_imports)
+    assert {"vllm._C", "vllm.entrypoints.openai.api_server"} <= set(VLLM.smoke_imports)

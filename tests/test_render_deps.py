@@ -109,3 +109,13 @@ def test_vllm_style_root_project_is_split_too():
 ])
 def test_package_caches(text, expected):
     assert add_package_caches(text)[0] == expected
+
+
+@pytest.mark.parametrize("after", ["cp -r sgl-kernel/python/sgl_kernel /usr/lib/python3/dist-packages/",
+                                   "pip install -r python/requirements-extra.txt"])
+def test_a_chain_whose_later_steps_read_the_source_is_not_split(after):
+    """The dependency layer runs without the source: a step after the copy that may read it keeps the RUN whole."""
+    text = pinned("RUN git clone https://github.com/sgl-project/sglang.git && cd sglang "
+                  f"&& pip install -e \"python[${{BUILD_TYPE}}]\" && {after}")
+    split, notes = split_dependency_layer(text, SGLANG, FILES)
+    assert split == text and notes == []
