@@ -26,6 +26,7 @@ from helpers.pipeline import BuiltImage, Harness, Produced
 from helpers.render.identity import proof_step
 from helpers.source import make_context
 from testkit.minirepo import deps_dockerfile, make_deps_repo, make_repo
+from testkit.smokerepo import make_smoke_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,16 +113,44 @@ def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, 
 
 
 def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 7) -> list[Figure]:
-    """One verification (one container run, all checks) over `docker run --rm IMAGE true`."""
+    """One verification (one container run, all checks) over `docker run --rm IMAGE true`; then, reported on
+    their own, what the built-in SGLang profile's smoke checks add to it on an image that has what they
+    import and run (a server entrypoint, a compiled kernel package)."""
+    no_smoke = ws.root / "no-smoke.toml"
+    no_smoke.write_text('base = "sglang"\nsmoke_imports = []\nsmoke_commands = []\n')
     repo = make_repo(ws.root / "verify", extra_modules=1500, module_size=10_000)   # python/sglang's size
-    harness = ws.harness(repo.path)
+    harness = ws.harness(repo.path, profile_file=str(no_smoke))
     image = produce(harness, repo.commits[1])
     checks = [timed(lambda: harness.verify(image)) for _ in range(rounds)]
     plain = [timed(lambda: subprocess.run(["docker", "run", "--rm", image.ref, "true"], check=True,
                                           capture_output=True)) for _ in range(rounds)]
     ratio = statistics.median(checks) / statistics.median(plain)
     return [Figure("verify", f"{statistics.median(checks):.2f} s / docker run --rm IMAGE true "
-                             f"{statistics.median(plain):.2f} s (medians of {rounds})", ratio, "<= 1.3", ratio <= 1.3)]
+                             f"{statistics.median(plain):.2f} s (medians of {rounds}; no smoke checks)",
+                   ratio, "<= 1.3", ratio <= 1.3), smoke_cost(ws, statistics.median(plain), rounds)]
+
+
+def smoke_cost(ws: Workspace, plain: float, rounds: int) -> Figure:
+    """The same image verified with the built-in profile's smoke checks and without them, alternately."""
+    smoke_repo, shas = make_smoke_repo(ws.root / "smoke")
+    with_smoke = ws.harness(smoke_repo.path)
+    without = ws.harness(smoke_repo.path, profile_file=str(ws.root / "no-smoke.toml"))
+    image = produce(with_smoke, shas["success"])
+    probe_seconds: list[float] = []
+    record = lambda name, value: probe_seconds.append(float(value)) if name == "smoke_seconds" else None  # noqa: E731
+    results = with_smoke.verify(image, record)
+    if not results.passed:
+        raise RuntimeError(f"the smoke benchmark's genuine image failed: {verify.summary(results)}")
+    on, off = [], []
+    for _ in range(rounds):
+        on.append(timed(lambda: with_smoke.verify(image, record)))
+        off.append(timed(lambda: without.verify(image)))
+    added = statistics.median(on) - statistics.median(off)
+    asked = len(with_smoke.config.profile.smoke_imports) + len(with_smoke.config.profile.smoke_commands)
+    return Figure("verify, smoke added", f"+{added:.2f} s to {statistics.median(off):.2f} s ({asked} smoke checks "
+                                         f"of the sglang profile; the probe's own timing "
+                                         f"{statistics.median(probe_seconds):.2f} s); ratio: added / docker run "
+                                         f"{plain:.2f} s", added / plain, "reported", None)
 
 
 def overhead(ws: Workspace, files: int = 5000) -> list[Figure]:

@@ -160,7 +160,8 @@ def read_command(verdict: SmokeVerdict, entry: dict) -> None:
     if status == 0:
         verdict.passed.append(command)
     elif status == "timeout":
-        verdict.failures.append(f"{command}: still running after {entry.get('seconds', '?')} s (a hang)" + below(output))
+        verdict.failures.append(f"{command}: still running after {entry.get('seconds', '?')} s (a hang)"
+                                + below(output))
     elif isinstance(status, int):
         verdict.fail(f"{command} {exit_text(status)}", output)
     else:

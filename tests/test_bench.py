@@ -19,7 +19,8 @@ def test_benchmark_prints_its_figures_with_the_machine(base_image, tmp_path):
     assert done.stdout.startswith("machine: ")
     for name in ("collect", "skip-pushed", "verify"):
         assert f"\n{name} " in done.stdout
-    assert [f["name"] for f in figures] == ["collect", "skip-pushed", "verify"]
+    assert [f["name"] for f in figures] == ["collect", "skip-pushed", "verify", "verify, smoke added"]
+    assert figures[-1]["met"] is None and figures[-1]["measured"].startswith("+")      # reported, no target
 
 
 def test_benchmark_refuses_unknown_figures():

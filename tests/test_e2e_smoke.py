@@ -7,7 +7,6 @@ image's server (no GPU asked), waits for /health and sends one tiny request. Onl
 image is pushed; every server container is removed."""
 from __future__ import annotations
 
-import docker
 import pytest
 import requests
 
