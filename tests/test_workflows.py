@@ -118,3 +118,13 @@ def test_the_build_jobs_run_where_asked_build_into_the_engine_and_can_push_to_gh
     assert ghcr["with"]["password"] == "${{ secrets.GITHUB_TOKEN }}"
     run = next(s for s in build["steps"] if "-m pytest" in s.get("run", ""))
     assert '-k "$COMMITS"' in run["run"] and "DOCKERHUB_TOKEN" not in run.get("env", {})
+
+
+def test_the_serve_check_input_turns_on_options_that_exist(tmp_path):
+    text = (ROOT / ".github" / "workflows" / "build-images.yml").read_text()
+    options = shlex.split(re.search(r'PYTEST_ADDOPTS="([^"]+)"', text).group(1))
+    assert options[0] == "--serve-check" and "--serve-gpus" in options
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--no-push", *options], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0 and "test_commit[" in done.stdout, done.stdout + done.stderr
