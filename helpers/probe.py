@@ -428,7 +428,7 @@ def import_phase(args, facts, states):
 
 # The child interpreter of the deep imports: a marked line as each module starts and with its result.
 SMOKE_IMPORTER = r"""
-import importlib, importlib.util, json, sys, traceback
+import importlib, importlib.util, json, os, sys, traceback
 names, mark = json.loads(sys.argv[1]), sys.argv[2]
 del sys.argv[1:]
 for name in names:
@@ -453,6 +453,7 @@ for name in names:
         text = "".join(traceback.format_list(frames) + traceback.format_exception_only(kind, error))
         result = {"name": name, "status": "error", "output": text[-4000:]}
     print(mark + json.dumps(result), flush=True)
+os._exit(0)     # threads an imported module started do not keep it running to the deadline
 """
 
 
@@ -482,12 +483,14 @@ def run_with_deadline(argv, deadline, cwd=None):
 
 def smoke_imports(names, deadline):
     """Each module imported in a child interpreter; one that crashes or hangs it is reported with the
-    child's output since it started, and the rest go on in a new child."""
-    results, mark = [], "SMOKE-%s:" % os.urandom(8).hex()
+    child's output since it started, and the rest go on in a new child. Also each child's end (its exit
+    status, or "timeout", and its seconds)."""
+    results, runs, mark = [], [], "SMOKE-%s:" % os.urandom(8).hex()
     python = sys.executable or "python3"
     while names:
         status, out, seconds = run_with_deadline([python, "-X", "faulthandler", "-c", SMOKE_IMPORTER,
                                                   _dumps(names), mark], deadline)
+        runs.append([status, seconds])
         current, lines = None, []
         for line in out.splitlines():
             if not line.startswith(mark):
@@ -509,13 +512,14 @@ def smoke_imports(names, deadline):
         results.append({"name": current, "status": "timeout" if status == "timeout" else "crashed",
                         "exit": status, "output": "\n".join(lines)[-4000:], "seconds": seconds})
         names = [n for n in names if n not in done and n != current]
-    return results
+    return results, runs
 
 
 def smoke_phase(args):
     """The profile's deep imports, then its commands, each with the deadline; the time they took."""
     start, deadline = _monotonic(), float(args.get("smoke_timeout") or 300)
-    report = {"imports": smoke_imports(list(args.get("smoke_imports") or []), deadline), "commands": []}
+    imports, runs = smoke_imports(list(args.get("smoke_imports") or []), deadline)
+    report = {"imports": imports, "import_runs": runs, "commands": []}
     for argv in args.get("smoke_commands") or []:
         status, out, seconds = run_with_deadline(list(argv), deadline, args.get("command_cwd") or None)
         report["commands"].append({"argv": argv, "status": status, "output": out[-4000:], "seconds": seconds})

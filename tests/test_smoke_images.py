@@ -1,5 +1,6 @@
 """Smoke checks in a real verification container: a crash or a hang of one deep import ends only that
-import (the others still run), and a command is stopped at its deadline with its output's tail."""
+import (the others still run; a thread a module leaves running does not hold them up), and a command
+is stopped at its deadline with its output's tail."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.docker
 
 MODULES = {"smk_fine.py": "X = 1\n", "smk_crash.py": "import ctypes\nctypes.string_at(0)\n",
            "smk_hang.py": "import time\nprint('loading weights', flush=True)\ntime.sleep(600)\n",
-           "smk_after.py": "Y = 2\n"}
+           "smk_after.py": "import threading, time\nthreading.Thread(target=time.sleep, args=(600,)).start()\n"}
 PROFILE = replace(SGLANG, smoke_imports=("smk_fine", "smk_crash", "smk_hang", "smk_after", "smk_absent"),
                   smoke_commands=("sleep 600", "python3 -c 'import sys; print(\"boom\"); sys.exit(3)'", "true",
                                   "no-such-program --help"))
@@ -35,6 +36,8 @@ def test_crashes_and_hangs_end_at_their_deadline_and_the_rest_still_run(docker_c
     facts = collect_facts(docker_client, smoke_image, PROFILE, timeout=120, labels={"harness-test": "smoke"},
                           smoke=Smoke(smoke_plan, deadline=3))
     verdict = read_results(smoke_plan, facts.probe.get("smoke"))
+    runs = [status for status, _ in facts.probe["smoke"]["import_runs"]]
+    assert runs == [-11, "timeout", 0]          # crashed, hung, and the last ended by itself despite the thread
     assert verdict.category == "verify_smoke"
     assert verdict.passed == ["import smk_fine", "import smk_after", "true"]
     assert verdict.notes == ["import smk_absent: not installed, skipped"]
