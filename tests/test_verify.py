@@ -119,6 +119,9 @@ CASES = {
                           "verify_source_mismatch", "of its own"),
     "import fails": (lambda f: changed(f, probe={"import_errors": {"sglang": "ModuleNotFoundError: torch"}}),
                      "verify_import", "torch"),
+    "the package's own import hits an undefined symbol": (
+        lambda f: changed(f, probe={"import_errors": {"sglang": "ImportError: /x/_C.so: undefined symbol: _ZN3c10"}}),
+        "abi_mismatch", "import sglang failed:\nImportError: /x/_C.so: undefined symbol"),
     "installed, not editable": (
         lambda f: changed(f, files={f"{DIST}/direct_url.json": text('{"url": "file:///x.whl", "archive_info": {}}')},
                           probe={"listing": {}}),
