@@ -457,12 +457,12 @@ os._exit(0)     # threads an imported module started do not keep it running to t
 """
 
 
-def run_with_deadline(argv, deadline, cwd=None):
+def run_with_deadline(argv, deadline, cwd=None, env=None):
     """A child process with its own session: (exit status or "timeout", its output, seconds)."""
     start = _monotonic()
     try:
-        proc = _Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                      start_new_session=True)
+        proc = _Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as e:
         return "cannot start (%s)" % e, "", 0.0
     try:
@@ -481,7 +481,37 @@ def run_with_deadline(argv, deadline, cwd=None):
     return status, out.decode("utf-8", "replace"), round(_monotonic() - start, 2)
 
 
-def smoke_imports(names, deadline):
+# Where CUDA toolkits keep the driver's link-time stub (an image built FROM a -devel image has one).
+CUDA_STUBS = ("/usr/local/cuda/lib64/stubs/libcuda.so", "/usr/local/cuda/targets/x86_64-linux/lib/stubs/libcuda.so",
+              "/usr/local/cuda/targets/sbsa-linux/lib/stubs/libcuda.so")
+
+
+def driver_stub_env():
+    """Without a GPU driver in the container, the toolkit's stub stands in for `libcuda.so.1` in the smoke
+    checks' children: a kernel package linked against the driver then loads far enough for the dynamic
+    linker to check its symbols (an ABI mismatch behind the missing driver would otherwise hide). Calls
+    into the stub fail at run time, as they would without a driver. (environment, stub) or (None, None)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return None, None                   # a real driver: nothing to stand in for
+    except OSError:
+        pass
+    stub = next((path for path in CUDA_STUBS if _isfile(path)), None)
+    if stub is None:
+        return None, None
+    try:
+        import tempfile
+        folder = tempfile.mkdtemp(prefix="harness-cuda-stub-")
+        os.symlink(stub, _join(folder, "libcuda.so.1"))
+    except OSError:
+        return None, None
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = folder + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    return env, stub
+
+
+def smoke_imports(names, deadline, env=None):
     """Each module imported in a child interpreter; one that crashes or hangs it is reported with the
     child's output since it started, and the rest go on in a new child. Also each child's end (its exit
     status, or "timeout", and its seconds)."""
@@ -489,7 +519,7 @@ def smoke_imports(names, deadline):
     python = sys.executable or "python3"
     while names:
         status, out, seconds = run_with_deadline([python, "-X", "faulthandler", "-c", SMOKE_IMPORTER,
-                                                  _dumps(names), mark], deadline)
+                                                  _dumps(names), mark], deadline, env=env)
         runs.append([status, seconds])
         current, lines = None, []
         for line in out.splitlines():
@@ -518,10 +548,11 @@ def smoke_imports(names, deadline):
 def smoke_phase(args):
     """The profile's deep imports, then its commands, each with the deadline; the time they took."""
     start, deadline = _monotonic(), float(args.get("smoke_timeout") or 300)
-    imports, runs = smoke_imports(list(args.get("smoke_imports") or []), deadline)
-    report = {"imports": imports, "import_runs": runs, "commands": []}
+    env, stub = driver_stub_env()
+    imports, runs = smoke_imports(list(args.get("smoke_imports") or []), deadline, env)
+    report = {"imports": imports, "import_runs": runs, "commands": [], "driver_stub": stub}
     for argv in args.get("smoke_commands") or []:
-        status, out, seconds = run_with_deadline(list(argv), deadline, args.get("command_cwd") or None)
+        status, out, seconds = run_with_deadline(list(argv), deadline, args.get("command_cwd") or None, env)
         report["commands"].append({"argv": argv, "status": status, "output": out[-4000:], "seconds": seconds})
     report["seconds"] = round(_monotonic() - start, 3)
     return report

@@ -22,7 +22,8 @@ ABI_ERROR = re.compile(
     re.IGNORECASE)
 NO_GPU_DRIVER = re.compile(
     r"libcuda\.so|libnvidia-ml\.so|found no nvidia driver|no cuda gpus are available|cuda driver initialization|"
-    r"nvidia driver on your system|cudaGetDeviceCount|CUDA_ERROR_NO_DEVICE|no CUDA-capable device",
+    r"nvidia driver on your system|cudaGetDeviceCount|CUDA_ERROR_NO_DEVICE|no CUDA-capable device|"
+    r"CUDA_ERROR_STUB_LIBRARY|driver is a stub library",
     re.IGNORECASE)
 TAIL_LINES = 15
 
@@ -123,6 +124,8 @@ def read_results(plan_: SmokePlan, results: dict | None) -> SmokeVerdict:
         verdict.failures.append("the probe ran no smoke checks (it stopped before them)")
         return verdict
     verdict.seconds = results.get("seconds")
+    if results.get("driver_stub"):
+        verdict.notes.append(f"no GPU driver here: the CUDA stub {results['driver_stub']} stood in for libcuda.so.1")
     in_tree = dict(plan_.imports)
     for entry in results.get("imports") or []:
         read_import(verdict, entry, in_tree.get(entry.get("name")))
