@@ -34,7 +34,7 @@ import argparse
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sglang.srt.entrypoints.http_server import HEALTH_STATUS, load_model
+from sglang.srt.entrypoints.http_server import GENERATE_STATUS, HEALTH_STATUS, load_model
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,7 +52,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         request = json.loads(self.rfile.read(length) or b"{}")
-        self.answer(200, {"text": " Paris", "prompt": request.get("text")})
+        self.answer(GENERATE_STATUS, {"text": " Paris", "prompt": request.get("text")} if GENERATE_STATUS == 200
+                    else {"error": "CUDA error: an illegal memory access was encountered"})
 
 
 def main():
@@ -74,6 +75,7 @@ HTTP_SERVER = '''\
 from sglang.srt.managers.scheduler import Scheduler
 
 HEALTH_STATUS = {health}
+GENERATE_STATUS = {generate}
 
 
 def load_model(path):
@@ -116,7 +118,7 @@ def genuine_files() -> dict[str, str | bytes]:
         "python/sglang/srt/__init__.py": "",
         "python/sglang/srt/server_args.py": "DEFAULT_PORT = 30000\n",
         "python/sglang/srt/entrypoints/__init__.py": "",
-        "python/sglang/srt/entrypoints/http_server.py": HTTP_SERVER.format(health=200, load=LOADS),
+        "python/sglang/srt/entrypoints/http_server.py": HTTP_SERVER.format(health=200, generate=200, load=LOADS),
         "python/sglang/srt/managers/__init__.py": "",
         "python/sglang/srt/managers/scheduler.py": "import sgl_kernel.common_ops\n\n\nclass Scheduler:\n"
                                                    "    BATCH = 8\n",
@@ -132,10 +134,13 @@ def breakages() -> dict[str, dict[str, str | bytes]]:
         "abi_mismatch": {"sgl-kernel/python/sgl_kernel/common_ops.so": compile_kernel(TORCH_SYMBOL)},
         "verify_smoke": {"python/sglang/srt/entrypoints/http_server.py":
                          "from sglang.srt.managers.io_struct import GenerateReqInput\n"
-                         + HTTP_SERVER.format(health=200, load=LOADS)},
+                         + HTTP_SERVER.format(health=200, generate=200, load=LOADS)},
         "server_failed_to_start": {"python/sglang/srt/entrypoints/http_server.py":
-                                   HTTP_SERVER.format(health=200, load=LOAD_FAILS)},
-        "server_timeout": {"python/sglang/srt/entrypoints/http_server.py": HTTP_SERVER.format(health=503, load=LOADS)},
+                                   HTTP_SERVER.format(health=200, generate=200, load=LOAD_FAILS)},
+        "server_timeout": {"python/sglang/srt/entrypoints/http_server.py":
+                           HTTP_SERVER.format(health=503, generate=200, load=LOADS)},
+        "server_request_failed": {"python/sglang/srt/entrypoints/http_server.py":
+                                  HTTP_SERVER.format(health=200, generate=500, load=LOADS)},
     }
 
 

@@ -1,4 +1,4 @@
-"""End to end: what used to fail only on a GPU machine fails at build time, each with the field's category.
+"""End to end: what used to fail only on a GPU machine fails at build time, each with its category.
 
 A miniature SGLang with a real HTTP server and a compiled kernel package (testkit/smokerepo.py):
 the genuine commit, and one commit per breakage. One run builds them all, runs the deep imports
@@ -55,11 +55,16 @@ def test_each_breakage_gets_its_category_and_the_genuine_image_passes_all(harnes
     never = outcomes[shas["server_timeout"]]
     assert never.properties["reason"] == "/health did not answer 200 within 15 s (last: HTTP 503)"
     assert '"GET /health HTTP/1.1" 503' in never.message
+    failing = outcomes[shas["server_request_failed"]]
+    assert failing.properties["reason"].startswith("POST /generate answered HTTP 500: ")
+    assert "an illegal memory access" in failing.properties["reason"]
+    assert '"POST /generate HTTP/1.1" 500' in failing.message
 
     assert [category for category, sha in shas.items() if pushed(harness_runner, sha)] == ["success"]
     for sha in shas.values():
         assert not docker_client.containers.list(all=True, filters={"label": f"{COMMIT_LABEL}={sha}"})
-    for category in ("abi_mismatch", "verify_smoke", "server_failed_to_start", "server_timeout"):
+    for category in ("abi_mismatch", "verify_smoke", "server_failed_to_start", "server_timeout",
+                     "server_request_failed"):
         listed = (harness_runner.workdir / "status" / "failed" / f"{category}.txt").read_text().splitlines()
         assert shas[category] in listed
 
