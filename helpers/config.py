@@ -83,6 +83,8 @@ OPTIONS = (
            metavar="PATTERN=IMAGE"),
     Option("--build-timeout", "seconds before a build is stopped", "7200", kind="float"),
     Option("--verify-timeout", "seconds for the verification run", "600", kind="float"),
+    Option("--no-smoke-checks", "skip the profile's deep imports and commands (the other checks still run)",
+           kind="flag"),
     Option("--smoke-timeout", "seconds each smoke check (a deep import, a command) may take", "300", kind="float"),
     Option("--serve-check", "start each verified image's server, wait for its health path, send one tiny request "
            "(before pushing)", kind="flag"),
@@ -155,6 +157,7 @@ class HarnessConfig:
     base_images: BaseImageMap
     build_timeout: float
     verify_timeout: float
+    smoke_checks: bool  # --no-smoke-checks turns them off
     smoke_timeout: float
     serve: ServeOptions | None  # --serve-check
     git_timeout: float
@@ -291,6 +294,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
         base_images=parse_mapping(list(options.get("base_image_map") or ())),
         build_timeout=positive("--build-timeout", float(options["build_timeout"])),
         verify_timeout=positive("--verify-timeout", float(options["verify_timeout"])),
+        smoke_checks=not options.get("no_smoke_checks"),
         smoke_timeout=positive("--smoke-timeout", float(options["smoke_timeout"])),
         serve=serve_options(options, profile),
         git_timeout=positive("--git-timeout", float(options["git_timeout"])),

@@ -410,7 +410,8 @@ class Harness:
         nothing raised yet."""
         profile = self.config.profile
         tree = verify.expected_tree(profile, self.mirror.blob_hashes(image.sha, profile.package_path), image.patched)
-        want = verify.Expected(image.sha, profile, tree, version=image.scm_version, smoke=smoke.plan(profile, tree))
+        asked = smoke.plan(profile, tree) if self.config.smoke_checks else smoke.SmokePlan(skipped=smoke.TURNED_OFF)
+        want = verify.Expected(image.sha, profile, tree, version=image.scm_version, smoke=asked)
         try:
             facts = image_facts.collect_facts(self.docker, image.subject, profile, self.config.verify_timeout,
                                               labels=self.labels(image), likely_copies=self.layout_seen[0],

@@ -26,6 +26,7 @@ NO_GPU_DRIVER = re.compile(
     r"CUDA_ERROR_STUB_LIBRARY|driver is a stub library",
     re.IGNORECASE)
 TAIL_LINES = 15
+TURNED_OFF = ("turned off (--no-smoke-checks)",)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class SmokeVerdict:
         if self.failures:
             text = "\n".join(self.failures)
         else:
-            text = f"{len(self.passed)} passed{timing}" + (f": {', '.join(self.passed)}" if self.passed else "")
+            text = (f"{len(self.passed)} passed{timing}: {', '.join(self.passed)}" if self.passed
+                    else f"none run{timing}")
         return text + (f"\nnoted: {'; '.join(self.notes)}" if self.notes else "")
 
 

@@ -81,3 +81,14 @@ def test_a_server_that_cannot_start_at_all_is_server_failed_to_start(harness_run
     assert outcome.properties["reason"].startswith("`sglang-serve --port 30000` did not start: ")
     assert "executable file not found" in outcome.message and not pushed(harness_runner, shas["success"])
     assert not docker_client.containers.list(all=True, filters={"label": f"{COMMIT_LABEL}={shas['success']}"})
+
+
+def test_with_the_smoke_checks_turned_off_a_broken_entrypoint_is_not_caught(harness_runner, tmp_path):
+    """--no-smoke-checks: what only the smoke checks see passes, and the report says they were off."""
+    repo, shas = make_smoke_repo(tmp_path / "sglang")
+    harness_runner.write_dataset(record(shas["verify_smoke"], None))
+    run = harness_runner.run(repo.path, "--no-smoke-checks", "--no-push")
+    outcome = run.outcomes[shas["verify_smoke"]]
+    assert outcome.status == "success", run.output
+    assert outcome.properties["check.verify_smoke"] == ("ok   verify_smoke: none run\n"
+                                                        "noted: turned off (--no-smoke-checks)")

@@ -8,7 +8,7 @@ import pytest
 
 from helpers.profiles import SGLANG, VLLM
 from helpers.serve import device_requests, engine_host, request_body, server_argv
-from helpers.smoke import SmokePlan, plan, read_results
+from helpers.smoke import TURNED_OFF, SmokePlan, plan, read_results
 
 TREE = {"__init__.py": "a", "launch_server.py": "b", "srt/__init__.py": "c", "srt/managers/scheduler.py": "d",
         "srt/entrypoints/http_server.py": "e", "srt/layers/__init__.py": "f"}
@@ -91,6 +91,8 @@ def test_each_command_result_reads_as_its_category(entry, category, words):
 def test_no_results_when_checks_were_asked_is_a_failure_and_none_asked_is_nothing():
     assert read_results(SmokePlan(imports=(("m", True),)), None).failures
     assert read_results(SmokePlan(), None).failures == []
+    off = read_results(SmokePlan(skipped=TURNED_OFF), None)
+    assert off.failures == [] and off.describe() == "none run\nnoted: turned off (--no-smoke-checks)"
 
 
 def test_the_server_command_and_request_are_filled_word_by_word():
