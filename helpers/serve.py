@@ -86,6 +86,8 @@ class ServerRun:
         self.labels, self.sleep, self.poll = labels, sleep, poll
         self.container: Container | None = None
         self.bind, self.host = engine_host()
+        self.http = requests.Session()
+        self.http.trust_env = False            # straight to the published port, never through a proxy
 
     @property
     def started(self) -> Container:
@@ -138,7 +140,7 @@ class ServerRun:
                                           f"{health} answered", log_tail=self.log_tail())
             base = self.base_url()
             try:
-                answer = requests.get(base + health, timeout=5) if base else None
+                answer = self.http.get(base + health, timeout=5) if base else None
                 if answer is not None and answer.status_code == 200:
                     return base, clock() - started
                 last = f"HTTP {answer.status_code}" if answer is not None else "port not published yet"
@@ -155,7 +157,7 @@ class ServerRun:
         if not path:
             return "no request asked by the profile"
         try:
-            answer = requests.post(base + path, data=request_body(self.profile, self.options.model),
+            answer = self.http.post(base + path, data=request_body(self.profile, self.options.model),
                                    headers={"Content-Type": "application/json"}, timeout=300)
         except requests.RequestException as e:
             raise ServerRequestFailed(f"POST {path} failed: {e}", log_tail=self.log_tail()) from e
@@ -174,6 +176,7 @@ class ServerRun:
             return ""
 
     def remove(self) -> None:
+        self.http.close()
         if self.container is not None:
             try:
                 self.container.remove(force=True)

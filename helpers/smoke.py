@@ -96,12 +96,13 @@ class SmokeVerdict:
         return "abi_mismatch" if self.abi else "verify_smoke"
 
     def fail(self, what: str, output: str) -> None:
-        """A failure with its error's last line first and the output's tail below (once per distinct error)."""
-        if NO_GPU_DRIVER.search(output) and not ABI_ERROR.search(output):
-            self.notes.append(f"{what}: needs a GPU driver, not checked here ({last_line(output)})")
+        """A failure with its error's last line first and the output's tail below (once per distinct error);
+        only noted when that last line (the error itself, not a warning before it) says there is no GPU driver."""
+        error = last_line(output)
+        if NO_GPU_DRIVER.search(error) and not ABI_ERROR.search(output):
+            self.notes.append(f"{what}: needs a GPU driver, not checked here ({error})")
             return
         self.abi = self.abi or bool(ABI_ERROR.search(output))
-        error = last_line(output)
         seen = any(f.split("\n", 1)[0].endswith(f": {error}") for f in self.failures)
         shown = tail(output)
         self.failures.append(what + (f": {error}" if error else "") +

@@ -79,6 +79,9 @@ def test_a_failure_names_the_module_and_its_error_first_then_the_tail_once():
      "verify_smoke", "nope: cannot start"),
     ({"argv": ["srv"], "status": -6, "output": "terminate called after throwing"}, "verify_smoke",
      "srv killed by SIGABRT: terminate called"),
+    ({"argv": ["srv"], "status": 1, "output": "UserWarning: CUDA initialization: Found no NVIDIA driver on your "
+      "system\nModuleNotFoundError: No module named 'sglang.srt.io_struct'"}, "verify_smoke",
+     "srv exited with 1: ModuleNotFoundError"),                # a driver warning before the error hides nothing
 ])
 def test_each_command_result_reads_as_its_category(entry, category, words):
     verdict = read_results(SmokePlan(commands=(tuple(entry["argv"]),)), {"imports": [], "commands": [entry]})
