@@ -192,7 +192,7 @@ def serve_options(options: dict, profile: Profile) -> ServeOptions | None:
             raise ConfigError(f"--serve-volume {text!r}: give HOST_PATH:CONTAINER_PATH, both absolute")
         volumes.append((host, inside))
     names = tuple(options.get("serve_env") or ())
-    bad = [n for n in names if not n.replace("_", "a").isalnum() or n[0].isdigit()]
+    bad = [n for n in names if not (n.isascii() and n.isidentifier())]
     if bad:
         raise ConfigError(f"--serve-env takes variable names, not {bad}")
     return ServeOptions(str(options["serve_model"]), options.get("serve_gpus") or "",

@@ -113,7 +113,7 @@ class ServerRun:
                                       log_tail=self.log_tail()) from e
 
     def base_url(self) -> str:
-        self.started.reload()
+        """The published port's URL, as the last `exited()` read the container (one inspect per poll)."""
         bound = (self.started.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
             f"{self.profile.serve_port}/tcp") or []
         if not bound:
