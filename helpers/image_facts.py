@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 import secrets
 import tarfile
 from collections.abc import Callable, Iterator
@@ -29,7 +30,20 @@ from helpers.probe import EARLY, MARK
 from helpers.profiles import Profile
 from helpers.smoke import SmokePlan
 
-PROBE_SOURCE = (Path(__file__).parent / "probe.py").read_text()
+PROBE_PARTS = ("probe_code.py", "probe_smoke.py", "probe_paths.py", "probe.py")
+PART_IMPORT = re.compile(r"^from helpers\.probe_\w+ import (?:\([^)]*\)|[^\n]*)", re.M)
+
+
+def probe_script() -> str:
+    """The probe's parts as one script: each part's imports of an earlier part are dropped (it is above)."""
+    texts = [(Path(__file__).parent / name).read_text() for name in PROBE_PARTS]
+    return "\n".join(PART_IMPORT.sub("", text) for text in texts)
+
+
+PROBE_SOURCE = probe_script()
+INPUT_FILE = "/.harness-probe-input.json"      # put into the container before it starts; the probe removes it
+
+
 def blob_hash(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -97,13 +111,17 @@ class ImageFiles:
         except docker.errors.DockerException:
             pass
 
-    def _archive(self, path: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    def _archive(self, path: str, skip: Callable[[str], bool] = lambda name: False
+                 ) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+        """Each member of the path's archive with its bytes (none for a member `skip` names: never read)."""
         try:
             chunks, _ = self.api.get_archive(self.container, path)
         except docker.errors.NotFound:
             return
         with tarfile.open(fileobj=io.BufferedReader(_Stream(iter(chunks))), mode="r|") as tar:
             for member in tar:
+                if skip(member.name):
+                    continue
                 data = tar.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
                 yield member, data
 
@@ -121,10 +139,11 @@ class ImageFiles:
 
     def tree(self, path: str, texts: bool = False) -> dict[str, FileFacts]:
         """Every file below a directory, by path relative to it (a symlink by its link text, as git does);
-        with `texts`, each file's text too (small metadata folders)."""
+        with `texts`, each file's text too (small metadata folders). Bytecode in `__pycache__` is left out:
+        the probe judges it against its source inside the image (and a wheel's RECORD lists it unhashed)."""
         files: dict[str, FileFacts] = {}
         top = posixpath.basename(path.rstrip("/"))
-        for member, data in self._archive(path):
+        for member, data in self._archive(path, skip=lambda name: "/__pycache__/" in name):
             rel = member.name[len(top) + 1:] if member.name.startswith(top + "/") else ""
             if not rel:
                 continue
@@ -176,16 +195,38 @@ def probe_args(profile: Profile, workdir: str, smoke: Smoke) -> dict[str, object
             "command_cwd": workdir or "/"}
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the harness already knows for the probe: each module's definitions (by path in the package) and
+    the bytecode verdicts it holds (helpers/known.py)."""
+
+    definitions: dict[str, list] = field(default_factory=dict)
+    bytecode: tuple[str, ...] = ()
+    blobs: dict[str, str] = field(default_factory=dict)      # the commit's blob of each package file
+
+
+def input_archive(args: dict, nonce: str, known: Known) -> bytes:
+    """The probe's input file as a tar archive for the Engine API (the nonce never on a command line)."""
+    data = json.dumps({"args": args, "nonce": nonce, "definitions": known.definitions,
+                       "bytecode_known": list(known.bytecode), "blobs": known.blobs}, separators=(",", ":")).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(INPUT_FILE.lstrip("/"))
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
               labels: dict[str, str], on_early: Callable[[dict], None] | None = None,
-              smoke: Smoke = Smoke()) -> tuple[dict, str]:
+              smoke: Smoke = Smoke(), known: Known = Known()) -> tuple[dict, str]:
     """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
 
     `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on. The
     smoke checks run last, within `timeout` plus their own budget."""
     nonce = secrets.token_hex(16)
     timeout += smoke.budget
-    command = ["-S", "-c", PROBE_SOURCE, json.dumps(probe_args(profile, workdir, smoke)), nonce]
+    command = ["-S", "-c", PROBE_SOURCE, INPUT_FILE]
     # No bytecode written by the interpreter itself: any file that changes under the package while
     # the probe runs was changed by the image's own start-up code (the probe compares each file's
     # status before and after; the engine's own container diff costs ~0.5 s on Docker 20.10).
@@ -193,10 +234,12 @@ def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, work
                                          working_dir=None if profile.import_from_workdir else "/", labels=labels,
                                          environment={"PYTHONDONTWRITEBYTECODE": "1"})
     try:
+        container.put_archive("/", input_archive(probe_args(profile, workdir, smoke), nonce, known))
         container.start()
         output = follow_output(container, f"{EARLY}{nonce} ", on_early)
         status = container.wait(timeout=timeout)
-        errors = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+        errors = "" if f"{MARK}{nonce} " in output else \
+            container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
     except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as e:
         raise InfraError(f"verification container of {image_id[:19]} gave no answer within {timeout:.0f}s: {e}") from e
     finally:
@@ -225,10 +268,8 @@ def follow_output(container, early_prefix: str, on_early: Callable[[dict], None]
 
 
 def read_probe_output(output: str, nonce: str, status: object, errors: str) -> tuple[dict, str]:
-    """The facts lines tagged with this run's nonce; any other facts line is the image's forgery.
-
-    The trusted phase's facts (printed before any of the image's code ran) win over the same
-    fields of the final line."""
+    """The final facts line tagged with this run's nonce (the probe's trusted parent prints it; the image's
+    code never runs in that process); any other facts line is the image's forgery."""
     lines = output.splitlines()
     found: dict[str, dict | None] = {}
     for marker in (EARLY, MARK):
@@ -238,15 +279,11 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
             return {}, (f"the image printed {len(marked) - len(genuine)} facts line(s) of its own beside the "
                         "probe's: start-up code tampers with verification")
         found[marker] = json.loads(genuine[0]) if genuine else None
-    final, early = found[MARK], found[EARLY] or {}
+    final = found[MARK]
     if final is None:
         return {"probe_error": f"the probe printed no facts (exit status {status}); is python3 on the "
                                f"image's PATH?\n{errors[-2000:]}"}, ""
-    # bytecode verdicts of a copy only the import reached (a path a start-up hook added) come late
-    merged = {**final, **early}
-    if "pycs" in final:
-        merged["pycs"] = {**final["pycs"], **(early.get("pycs") or {})}
-    return merged, ""
+    return final, ""
 
 
 class SideBySideReads:
@@ -272,7 +309,7 @@ class SideBySideReads:
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
                   labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
-                  likely_metadata: str | None = None, smoke: Smoke = Smoke()) -> Facts:
+                  likely_metadata: str | None = None, smoke: Smoke = Smoke(), known: Known = Known()) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
     The Engine API answers each archive request in tens of milliseconds (one request per container
@@ -288,7 +325,7 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
         reads.read_copies(list(likely_copies))
         guessed_metadata = reads.read_tree(likely_metadata) if likely_metadata else None
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []), smoke)
+                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []), smoke, known)
         outside = reads.reader()
         try:
             proof = pool.submit(outside.file, profile.proof_file)
@@ -350,6 +387,13 @@ def loaded_from(probe: dict, import_name: str) -> str | None:
     if not origin or not origin.startswith("/"):
         return None
     return posixpath.dirname(origin) if origin.endswith("/__init__.py") else origin
+
+
+def loaded_sources(probe: dict, import_name: str) -> list[str]:
+    """The source files the import loaded from the loaded copy, by path relative to it."""
+    loaded = loaded_from(probe, import_name)
+    origins = [m.get("origin") or "" for m in (probe.get("modules") or {}).values()]
+    return sorted(o[len(loaded) + 1:] for o in origins if loaded and o.startswith(f"{loaded}/") and o.endswith(".py"))
 
 
 def copies_to_read(probe: dict, import_name: str) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, disk, image_facts, publish, render, report, serve, smoke, source, verify
+from helpers import build, disk, image_facts, known, publish, render, report, serve, smoke, source, verify
 from helpers.config import HarnessConfig
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec, InvalidEntry
@@ -100,6 +100,8 @@ class Harness:
         self.config = config
         # where the last verified image had its package copies and its metadata folder
         self.layout_seen: tuple[tuple[str, ...], str | None] = ((), None)
+        self.definitions = known.Definitions(config.cache_dir)
+        self.bytecode = known.BytecodeVerdicts(config.cache_dir)
 
     @cached_property
     def docker(self) -> docker.DockerClient:
@@ -409,14 +411,20 @@ class Harness:
         """Files read from outside the image, one probe run inside (the smoke checks last), then every check;
         nothing raised yet."""
         profile = self.config.profile
-        tree = verify.expected_tree(profile, self.mirror.blob_hashes(image.sha, profile.package_path), image.patched)
+        blobs = self.mirror.blob_hashes(image.sha, profile.package_path)
+        tree = verify.expected_tree(profile, blobs, image.patched)
         asked = smoke.plan(profile, tree) if self.config.smoke_checks else smoke.SmokePlan(skipped=smoke.TURNED_OFF)
         want = verify.Expected(image.sha, profile, tree, version=image.scm_version, smoke=asked)
+        package_blobs = {path[len(profile.package_path) + 1:]: blob for path, blob in blobs.items()}
+        what_is_known = image_facts.Known(
+            self.definitions.for_package(self.mirror, image.sha, profile.package_path, package_blobs, image.patched),
+            self.bytecode.known(), package_blobs)
         try:
             facts = image_facts.collect_facts(self.docker, image.subject, profile, self.config.verify_timeout,
                                               labels=self.labels(image), likely_copies=self.layout_seen[0],
                                               likely_metadata=self.layout_seen[1],
-                                              smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout))
+                                              smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout),
+                                              known=what_is_known)
             self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
             if disk.is_disk_full(str(e)):
@@ -425,7 +433,12 @@ class Harness:
         seconds = (facts.probe.get("smoke") or {}).get("seconds")
         if record is not None and seconds is not None:
             record("smoke_seconds", seconds)
-        return verify.evaluate(facts, want)
+        checks = verify.evaluate(facts, want)
+        if checks.passed:
+            self.bytecode.learn(facts.probe.get("interpreter"), facts.probe.get("bytecode_verified") or [])
+            self.definitions.learn(self.mirror, image.sha, profile.package_path, package_blobs,
+                                   image_facts.loaded_sources(facts.probe, profile.import_name))
+        return checks
 
 
 @functools.cache

@@ -54,6 +54,9 @@ class Profile:
     proof_file: str            # the file in the image holding the full SHA
     build_arg: str             # the build arg carrying the SHA ("SGLANG_COMMIT")
     dockerfile_candidates: tuple[str, ...]
+    # Where the package lives in the tree, when that is not <source_subdir>/<import_name>: "src/click" for
+    # a src layout (pyproject.toml at the root), "lib/pkg" for a flat layout with several packages.
+    package_dir: str = ""
     editable_required: bool = True   # False: images install a built wheel; compare the installed files
     import_from_workdir: bool = False  # import as the image's entrypoint would: from its WORKDIR
     fixes: tuple[str, ...] = ()      # context fixes applied unless a run turns them off
@@ -76,7 +79,7 @@ class Profile:
     @property
     def package_path(self) -> str:
         """Tree path of the importable package, compared file by file with the image."""
-        return f"{self.source_subdir}/{self.import_name}".strip("/")
+        return self.package_dir.strip("/") or f"{self.source_subdir}/{self.import_name}".strip("/")
 
     @property
     def repo_ids(self) -> tuple[str, ...]:
@@ -96,6 +99,10 @@ class Profile:
              f"default_location {self.default_location!r} must be an absolute path"),
             (not self.source_subdir.startswith("/") and ".." not in self.source_subdir.split("/"),
              f"source_subdir {self.source_subdir!r} must be a relative path inside the repository"),
+            (not self.package_dir or (not self.package_dir.startswith("/") and ".." not in self.package_dir.split("/")
+                                      and self.package_dir.rstrip("/").split("/")[-1] == self.import_name),
+             f"package_dir {self.package_dir!r} must be a relative path inside the repository ending in the "
+             f"package's folder {self.import_name!r}"),
             (bool(self.dockerfile_candidates), "dockerfile_candidates must name at least one path"),
             (bool(self.distribution), "distribution must not be empty"),
             (not set(self.fixes) - set(FIXES), f"unknown fixes {sorted(set(self.fixes) - set(FIXES))}; "
@@ -213,6 +220,12 @@ def builtin_profile(name: str) -> Profile:
         raise ConfigError(f"unknown project {name!r}; built in: {known}") from None
 
 
+# What a `base` profile does not pass on to a project with another import name: checks of its own modules.
+OWN_CHECKS = ("check_modules", "smoke_imports", "smoke_commands", "serve_command", "serve_port", "serve_health_path",
+              "serve_request_path", "serve_request_body")
+PROFILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
+
+
 def load_profile_file(path: Path) -> Profile:
     """A profile from TOML: top-level keys are Profile fields; `base = "sglang"` starts from a built-in."""
     try:
@@ -220,6 +233,8 @@ def load_profile_file(path: Path) -> Profile:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"profile file {path}: {e}") from e
     base = builtin_profile(str(data.pop("base"))) if "base" in data else None
+    if base is not None and data.get("import_name", base.import_name) != base.import_name:
+        base = dataclasses.replace(base, **{name: PROFILE_DEFAULTS[name] for name in OWN_CHECKS})
     fields = {f.name: f for f in dataclasses.fields(Profile)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -6,6 +6,7 @@ at the same time (a file lock plus a marker naming the session that last fetched
 from __future__ import annotations
 
 import hashlib
+import io
 import posixpath
 import re
 import shutil
@@ -197,6 +198,19 @@ class Mirror:
             if kind == "blob":
                 hashes[path] = blob
         return hashes
+
+    def read_files(self, sha: str, paths: list[str]) -> dict[str, bytes]:
+        """Files of the commit, by tree path (one `git archive`; pathspecs are literal)."""
+        out = self.git(["--literal-pathspecs", "archive", "--format=tar", sha, "--", *paths])
+        if out.status != 0:
+            raise InfraError(f"git archive of {len(paths)} files at {sha[:12]} failed", log_tail=out.err[-2000:],
+                             exit_status=out.status)
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(out.out), mode="r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    files[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+        return files
 
     def archive_into(self, sha: str, dest: Path) -> list[str]:
         """Extract the commit's tree into dest (a fresh, empty folder); return the members refused."""

@@ -249,15 +249,25 @@ def record_findings(facts: Facts, want: Expected, copy: str, files: dict[str, Fi
 
 
 def module_findings(facts: Facts, want: Expected) -> list[str]:
-    """Every loaded module of the package comes from the loaded copy, through a source loader, unpatched."""
+    """Every loaded module of the package comes from the loaded copy, through a source loader, unpatched,
+    holding every definition of its source; a namespace package's portions all lie in the loaded copy."""
     loaded = loaded_from(facts.probe, want.profile.import_name)
     findings = []
     if loaded and loaded not in facts.copies:
         findings.append(f"{want.profile.import_name} was loaded from {loaded}, which no import path leads to")
+
+    def inside(path: str) -> bool:
+        return bool(loaded) and (path == loaded or path.startswith(f"{loaded}/"))
     for name, module in (facts.probe.get("modules") or {}).items():
         origin = module.get("origin") or ""
+        portions = module.get("portions")
         rel = posixpath.relpath(origin, loaded) if loaded and origin.startswith("/") else ""
-        if not loaded or not origin.startswith(loaded + "/") and origin != loaded:
+        if portions is not None:
+            outside = [p for p in portions if not inside(p)]
+            if outside or not portions:
+                findings.append(f"{name} is a namespace package with portions outside {loaded}: {outside or '(none)'}")
+            continue
+        if not inside(origin):
             findings.append(f"{name} was loaded from {origin or module.get('loader')}, outside {loaded}")
         elif module.get("extension") and declared(want.profile, rel):
             continue
@@ -270,6 +280,19 @@ def module_findings(facts: Facts, want: Expected) -> list[str]:
     return findings
 
 
+def later_copies(facts: Facts) -> list[str]:
+    """Copies after the loaded one on the search path (another distribution's, say a Debian `python3-*`
+    package's): no import loads them, so they are noted, each with the metadata found beside it."""
+    notes = []
+    for copy in facts.probe.get("later_copies") or []:
+        folder = copy.get("dir", "")
+        owners = [n.rsplit(".", 1)[0] for n in (facts.probe.get("listing") or {}).get(folder, {})
+                  if n.endswith((".dist-info", ".egg-info"))]
+        owner = f"{', '.join(sorted(owners))}'s" if owners else "no metadata beside it"
+        notes.append(f"{copy.get('path')} ({copy.get('kind')}, {owner}) comes after the loaded copy: never loaded")
+    return notes
+
+
 def runtime_changes(facts: Facts) -> list[str]:
     """Files of a copy that changed while the probe ran (the interpreter wrote no bytecode): the image's
     start-up code rewrites the package each time it starts, so the code that runs is not the code read."""
@@ -279,7 +302,7 @@ def runtime_changes(facts: Facts) -> list[str]:
 
 
 def check_source(facts: Facts, want: Expected) -> CheckResult:
-    """Every copy of the package an import could reach is the commit's, and the import loads one of them."""
+    """Every copy of the package an import could load is the commit's, and the import loads one of them."""
     if facts.tampering:
         return CheckResult("verify_source_mismatch", [facts.tampering], [], facts.tampering)
     if not facts.copies:
@@ -287,17 +310,20 @@ def check_source(facts: Facts, want: Expected) -> CheckResult:
         return CheckResult("verify_source_mismatch", [missing], [], missing)
     pycs = facts.probe.get("pycs") or {}
     findings = hook_findings(facts, want) + module_findings(facts, want) + runtime_changes(facts)
+    findings += [f"{path}: a zip archive on the search path holds a copy that cannot be compared"
+                 for path in facts.probe.get("zipped_copies") or []]
     for path, files in facts.copies.items():
         findings += copy_findings(want, path, files, pycs.get(path) or {})
         findings += record_findings(facts, want, path, files)
     hooks = startup_hooks(facts)
     listed = f"; start-up hooks: {', '.join(hooks)}" if hooks else ""
+    noted = "".join(f"\nnoted: {note}" for note in later_copies(facts))
     if findings:
         return CheckResult("verify_source_mismatch", findings, [],
-                           f"vs {want.profile.package_path}@{want.sha[:12]}: " + " | ".join(findings) + listed)
+                           f"vs {want.profile.package_path}@{want.sha[:12]}: " + " | ".join(findings) + listed + noted)
     return CheckResult("verify_source_mismatch", findings, [],
                        f"{len(want.tree)} files of {want.profile.package_path} identical to {want.sha[:12]} in "
-                       f"{', '.join(facts.copies)}{listed}")
+                       f"{', '.join(facts.copies)}{listed}{noted}")
 
 
 def installed_version(facts: Facts) -> str | None:
