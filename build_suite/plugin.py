@@ -143,17 +143,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     pushed = worker.get("harness_pushed") if worker else None
     config.stash[PUSHED] = None if pushed is None else set(pushed)
     cfg = config.stash[CONFIG]
-    if cfg is None or config.option.collectonly or worker or cfg.prepare_only:
+    if cfg is None or config.option.collectonly or worker:
         return
     harness = Harness(cfg)
+    if cfg.prepare_only:
+        try:
+            harness.mirror.ensure()
+        except InfraError as e:
+            raise pytest.UsageError(f"stopping before any commit: {why(e)}") from e
+        return
     try:
         harness.require_engine()
+        harness.mirror.ensure()     # a repository that cannot be cloned stops the session here, the lists untouched
         if cfg.local_registry and (cfg.push or cfg.verify_only or cfg.skip_pushed):
             ensure_local_registry(harness.docker, int(cfg.image.registry.rsplit(":", 1)[1]))
         if cfg.skip_pushed:
             config.stash[PUSHED] = harness.pushed_tags()
     except InfraError as e:
-        raise pytest.UsageError(f"stopping before any commit: {e.message}") from e
+        raise pytest.UsageError(f"stopping before any commit: {why(e)}") from e
+    if harness.mirror.stale:
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(f"warning: the mirror of {cfg.repo_url} could not be updated ({harness.mirror.stale}); "
+                                "building from the commits it already holds", yellow=True)
+
+
+def why(error: InfraError) -> str:
+    """An error's message and the last line of its log (git's own reason for a failed clone)."""
+    last = error.log_tail.strip().splitlines()[-1] if error.log_tail and error.log_tail.strip() else ""
+    return f"{error.message}: {last}" if last else error.message
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -270,7 +288,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     cfg = config.stash.get(CONFIG, None)
     with signals_deferred():
         os.replace(temporary, final)
-        conflict = report.owner_conflict(cfg.status_dir, cfg.image.full_name)
+        conflict = report.owner_conflict(cfg.status_dir, cfg.image.full_name, bool(config.getoption("status_dir")))
         if conflict:
             outcomes = report.read_junit(final)
             config.get_terminal_writer().line(f"status lists not written: {conflict}", yellow=True)

@@ -146,13 +146,16 @@ def status_owner(folder: Path) -> str | None:
     return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
 
 
-def owner_conflict(folder: Path, repository: str) -> str | None:
-    """Why lists of another image repository must not take this run's results, else None."""
+def owner_conflict(folder: Path, repository: str, chosen: bool = False) -> str | None:
+    """Why lists of another image repository must not take this run's results, else None. `chosen`: the
+    folder was given with --status-dir (the hint then is another folder, or that repository's options)."""
     owner = status_owner(folder)
     if owner is None or owner == repository:
         return None
-    return (f"the status lists in {folder} describe {owner}, not {repository}; they were left as they are "
-            f"(give --status-dir to keep this run's lists in a folder of their own)")
+    hint = (f"--status-dir {folder} belongs to {owner}: give a folder of this repository's own, or run with "
+            "the registry, namespace and image name of the repository it belongs to" if chosen else
+            "give --status-dir to keep this run's lists in a folder of their own")
+    return f"the status lists in {folder} describe {owner}, not {repository}; they were left as they are ({hint})"
 
 
 def update_status_from_junit(junit: Path, folder: Path, repository: str) -> list[Outcome]:

@@ -107,13 +107,16 @@ class Mirror:
         self.path = cache_dir / "mirrors" / f"{slug}-{digest}.git"
         self.session_id = session_id
         self.timeout = timeout
+        self.stale = ""         # why this session's fetch failed, when it did (the mirror is as it was)
 
     @property
     def lock(self) -> FileLock:
         return FileLock(str(self.path) + ".lock", timeout=self.timeout)
 
     def ensure(self) -> None:
-        """Clone the mirror if absent, else fetch it, once per session across all workers."""
+        """Clone the mirror if absent, else fetch it, once per session across all workers. A clone that fails
+        is an InfraError (nothing can be built); a fetch that fails leaves the mirror as it was, and
+        `stale` says why (commits it already holds still build; a missing one names the failed fetch)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         marker = self.path / "harness-fetched-by"
         try:
@@ -124,8 +127,12 @@ class Mirror:
                     self._run(["clone", "--mirror", "--quiet", "--no-local", self.url, str(self.path)],
                               cwd=self.path.parent)
                 elif not marker.exists() or marker.read_text() != self.session_id:
-                    self._run(["fetch", "--prune", "--quiet", "origin"])
+                    done = self.git(["fetch", "--prune", "--quiet", "origin"])
+                    failed = "" if done.status == 0 else f"git fetch failed: {done.err.strip()[-300:]}"
+                    (self.path / "harness-fetch-failed").write_text(failed)
                 marker.write_text(self.session_id)
+                failure = self.path / "harness-fetch-failed"
+                self.stale = failure.read_text() if failure.exists() else ""
         except Timeout as e:
             raise InfraError(f"waited {self.timeout:.0f}s for the mirror lock {e.lock_file}") from e
 
@@ -150,7 +157,8 @@ class Mirror:
                 self.git(["fetch", "--quiet", "origin", sha])
             full = self._lookup(sha)
         if full is None:
-            raise CommitNotFound(f"commit {sha} is not in {redact_url(self.url)}")
+            stale = f" (the mirror could not be updated this session: {self.stale})" if self.stale else ""
+            raise CommitNotFound(f"commit {sha} is not in {redact_url(self.url)}{stale}")
         return full
 
     def _lookup(self, sha: str) -> str | None:

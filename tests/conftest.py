@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -97,14 +98,24 @@ class HarnessRun:
         return (self.workdir / "logs" / f"{sha}.log").read_text()
 
 
+# The harness is started as a user's shell starts it: SIGINT at its default disposition, whatever this
+# process inherited (a background job of a non-interactive shell, or nohup, ignores it, and exec keeps an
+# ignored signal ignored). Only then does Ctrl-C reach it as Ctrl-C.
+LAUNCHER = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'pytest', *sys.argv[1:]])")
+
+
 class Runner:
-    """Runs `pytest` on the build suite with every output in a private folder."""
+    """Runs `pytest` on the build suite with every output in a private folder. Every run is its own process
+    group, and whatever a test started is stopped when the test ends (`stop_all`): nothing of a test
+    outlives it, whether it passed, failed or timed out."""
 
     def __init__(self, workdir: Path, registry: str, image_name: str):
         self.workdir, self.registry, self.image_name = workdir, registry, image_name
         workdir.mkdir(parents=True, exist_ok=True)
         self.dataset = workdir / "dataset.jsonl"
         self.blacklist = workdir / "blacklist.txt"
+        self.started: list[subprocess.Popen] = []
 
     def write_dataset(self, *lines: str) -> None:
         self.dataset.write_text("\n".join(lines) + "\n")
@@ -119,30 +130,57 @@ class Runner:
                 "-p", "no:randomly"]
 
     def run(self, repo: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 600) -> HarnessRun:
-        argv = [sys.executable, "-m", "pytest", *self.args(repo), *extra]
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
-        return HarnessRun(done.returncode, done.stdout + done.stderr, self.workdir)
+        return self.finish(self.start(repo, *extra, env=env), timeout)
 
     def start(self, repo: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """The same run, in the background (for tests that interrupt it or watch it)."""
-        argv = [sys.executable, "-m", "pytest", *self.args(repo), *extra]
-        return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})})
+        argv = [sys.executable, "-c", LAUNCHER, *self.args(repo), *extra]
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        self.started.append(proc)
+        return proc
 
     def finish(self, proc: subprocess.Popen, timeout: float = 300) -> HarnessRun:
-        output, _ = proc.communicate(timeout=timeout)
+        """The run's result; one still running at the deadline is stopped, and the deadline is the error."""
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            raise
         return HarnessRun(proc.returncode, output, self.workdir)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            stop(proc)
 
     def ref(self, sha: str) -> str:
         return f"{self.registry}/test/{self.image_name}:{sha}"
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """A harness run and everything in its process group (xdist workers, build clients: a build client that
+    dies cancels its build in the engine): SIGTERM, as CI cancels a job, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            return
+        try:
+            proc.communicate(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @pytest.fixture
 def harness_runner(tmp_path: Path, registry: str, base_image: str, docker_client: docker.DockerClient):
-    """A Runner with its own image name; its images are removed afterwards."""
+    """A Runner with its own image name; its runs are stopped and its images removed afterwards."""
     image_name = f"mini-sglang-{uuid.uuid4().hex[:8]}"
-    yield Runner(tmp_path / "run", registry, image_name)
+    runner = Runner(tmp_path / "run", registry, image_name)
+    yield runner
+    runner.stop_all()
     for image in docker_client.images.list():            # under any registry the test pointed it at
         for tag in image.tags:
             if f"/test/{image_name}:" in tag:

@@ -6,6 +6,7 @@ import json
 import signal
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_push_to_a_registry_that_is_down_fails_each_commit_and_keeps_the_image_w
 
 def test_a_hanging_build_is_stopped_at_the_deadline_and_the_others_go_on(harness_runner, mini_repo):
     parent, child = mini_repo.commits
-    step = "sleep 3613"
+    step = f"sleep 3613.{uuid.uuid4().int % 10**9:09d}"
     harness_runner.write_dataset(hanging(parent, step), record(child, None))
     started = time.monotonic()
     run = harness_runner.run(mini_repo.path, "--no-push", "--build-timeout=8")
@@ -71,9 +72,40 @@ def test_an_engine_unreachable_at_start_stops_the_session_with_one_message(harne
     assert run.outcomes == {} and run.statuses == {}
 
 
+def test_a_repository_that_cannot_be_cloned_stops_the_session_with_one_message(harness_runner, pair_dataset,
+                                                                              mini_repo, tmp_path):
+    status = harness_runner.workdir / "status"
+    (status / "failed").mkdir(parents=True)
+    (status / "success.txt").write_text("# SUCCESS: 1 commits\n" + "e" * 40 + "\n")
+    before = {p: p.read_bytes() for p in status.rglob("*") if p.is_file()}
+    missing = tmp_path / "no-such-repository"
+    run = harness_runner.run(missing)
+    assert run.returncode == 4, run.output
+    assert run.output.count("stopping before any commit: git clone of") == 1
+    assert str(missing) in run.output and "does not exist" in run.output     # git's own reason
+    assert {p: p.read_bytes() for p in status.rglob("*") if p.is_file()} == before
+    assert run.outcomes == {}
+
+
+def test_a_mirror_that_cannot_be_fetched_builds_what_it_holds_and_names_the_failed_fetch(harness_runner, mini_repo,
+                                                                                        tmp_path):
+    parent, child = mini_repo.commits
+    harness_runner.write_dataset(record(child, None))
+    first = harness_runner.run(mini_repo.path, "--no-push", "--prepare-only", f"--out-dir={tmp_path / 'p1'}")
+    assert first.returncode == 0, first.output
+    moved = mini_repo.path.rename(tmp_path / "moved-away")        # the repository is gone; the mirror stays
+    harness_runner.write_dataset(record(child, None), record("f" * 40, None))
+    run = harness_runner.run(moved.parent / "sglang", "--no-push")
+    assert run.returncode == 1, run.output
+    assert "could not be updated" in run.output
+    assert run.outcomes[child].status == "success"
+    assert run.outcomes["f" * 40].status == "commit_not_found"
+    assert "git fetch failed" in run.outcomes["f" * 40].message
+
+
 def test_an_engine_that_stops_mid_run_fails_the_running_commits_quickly(harness_runner, mini_repo, base_image):
     parent, child = mini_repo.commits
-    step = "sleep 3611"
+    step = f"sleep 3611.{uuid.uuid4().int % 10**9:09d}"
     # unix socket paths are short (108 bytes), and dockerd nests containerd's under its exec root
     engine = SecondEngine(Path(tempfile.mkdtemp(prefix="e2-", dir="/tmp"))).start([base_image])
     try:
@@ -97,7 +129,7 @@ def test_an_engine_that_stops_mid_run_fails_the_running_commits_quickly(harness_
 @pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["in-process", "xdist"])
 def test_an_interrupted_run_leaves_old_or_complete_results_and_no_build(harness_runner, mini_repo, sig, workers):
     parent, child = mini_repo.commits
-    step = f"sleep {3620 + 2 * workers.count('-n') + (sig == signal.SIGTERM)}"
+    step = f"sleep 3620.{uuid.uuid4().int % 10**9:09d}"   # this run's own: a leftover of another is not it
     status = harness_runner.workdir / "status"
     (status / "failed").mkdir(parents=True)
     (status / "success.txt").write_text("# SUCCESS: 1 commits\n" + "e" * 40 + "\n")

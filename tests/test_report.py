@@ -153,6 +153,9 @@ def test_status_lists_belong_to_one_image_repository(tmp_path: Path):
     assert status_owner(status) == "docker.io/u/img"
     assert owner_conflict(status, "docker.io/u/img") is None
     assert "describe docker.io/u/img, not docker.io/u/other" in owner_conflict(status, "docker.io/u/other")
+    assert "give --status-dir to keep" in owner_conflict(status, "docker.io/u/other")
+    given = owner_conflict(status, "docker.io/u/other", chosen=True)
+    assert f"--status-dir {status} belongs to docker.io/u/img" in given and "give --status-dir to" not in given
 
 
 def test_a_second_run_folds_onto_the_first_runs_committed_lists(tmp_path: Path):
