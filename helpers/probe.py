@@ -107,7 +107,10 @@ def module_entry(module, loaded_root, definitions, trusted, stats):
              "extension": type(loader) is EXTENSION_LOADER}  # type: dict
     locations = getattr(spec, "submodule_search_locations", None)
     if locations is not None and (loader is None or type(loader).__name__ == "NamespaceLoader"):
-        entry["portions"] = [real(p) for p in list(locations)]
+        try:
+            entry["portions"] = [real(p) for p in list(locations)]
+        except Exception:       # its parent left sys.modules (a failed import): the path it was found on
+            entry["portions"] = [real(p) for p in list(getattr(locations, "_path", None) or [])]
     if path and path.endswith(".py") and loaded_root and path.startswith(loaded_root + "/"):
         table = definitions.get(path[len(loaded_root) + 1:])
         try:
@@ -246,23 +249,25 @@ def import_phase(args, facts, definitions):
 
 def run_child(args, facts, definitions, channel, secret):
     """In the forked child: no nonce and no way to the probe's standard output, then the import phase; its
-    facts go to the parent on `channel`, and the child ends."""
+    facts (as far as it got) go to the parent on `channel`, and the child ends."""
     secret.clear()
+    result = dict(facts)
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.close(null)
-        result = import_phase(args, dict(facts), definitions)
+        import_phase(args, result, definitions)
     except BaseException:
-        result = {"probe_error": traceback.format_exc()[-3000:]}
+        result["probe_error"] = traceback.format_exc()[-3000:]
     data = _dumps({k: v for k, v in result.items() if k in CHILD_FACTS}).encode("utf-8", "replace")
     while data:
         data = data[_write(channel, data):]
     _exit(0)
 
 
-def collect(channel, pid):
-    """Everything the child wrote, and how it ended."""
+def collect(channel, pid, import_name):
+    """Everything the child wrote, and how it ended (one that died without an answer, say in an extension
+    module's crash, failed the import)."""
     chunks = []
     while True:
         chunk = _read(channel, 1 << 20)
@@ -279,7 +284,8 @@ def collect(channel, pid):
     if not isinstance(result, dict) or not result:
         signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         how = "killed by signal %d" % signal_number if signal_number else "exit status %d" % os.WEXITSTATUS(status)
-        result = {"probe_error": "the import ended without an answer (%s)" % how}
+        result = {"import_errors": {import_name: "the import of %s ended the interpreter without an answer (%s)"
+                                                 % (import_name, how)}}
     return {k: v for k, v in result.items() if k in CHILD_FACTS}
 
 
@@ -300,7 +306,7 @@ def parent_phase(args, facts, inputs, secret):
         run_child(args, facts, inputs.get("definitions") or {}, child_end, secret)
     os.close(child_end)
     pycs = {c: bytecode.verdicts(c) for c in trusted_copies if os.path.isdir(c)}
-    facts.update(collect(channel, pid))
+    facts.update(collect(channel, pid, args["import_name"]))
     facts["copies"] = trusted_copies + [c for c in facts.get("copies") or [] if c not in trusted_copies]
     origin = (facts.get("modules") or {}).get(args["import_name"], {}).get("origin") or ""
     loaded = os.path.dirname(origin) if origin.endswith("/__init__.py") else ""

@@ -288,8 +288,8 @@ def later_copies(facts: Facts) -> list[str]:
         folder = copy.get("dir", "")
         owners = [n.rsplit(".", 1)[0] for n in (facts.probe.get("listing") or {}).get(folder, {})
                   if n.endswith((".dist-info", ".egg-info"))]
-        owner = f"{', '.join(sorted(owners))}'s" if owners else "no metadata beside it"
-        notes.append(f"{copy.get('path')} ({copy.get('kind')}, {owner}) comes after the loaded copy: never loaded")
+        owner = f"of {', '.join(sorted(owners))}" if owners else "with no metadata beside it"
+        notes.append(f"{copy.get('path')} ({copy.get('kind')} {owner}) comes after the loaded copy: never loaded")
     return notes
 
 
@@ -312,6 +312,9 @@ def check_source(facts: Facts, want: Expected) -> CheckResult:
     findings = hook_findings(facts, want) + module_findings(facts, want) + runtime_changes(facts)
     findings += [f"{path}: a zip archive on the search path holds a copy that cannot be compared"
                  for path in facts.probe.get("zipped_copies") or []]
+    if facts.probe.get("probe_error"):
+        last = facts.probe["probe_error"].strip().splitlines()[-1]
+        findings.append(f"the probe could not finish, so the copies an import could load are not all known ({last})")
     for path, files in facts.copies.items():
         findings += copy_findings(want, path, files, pycs.get(path) or {})
         findings += record_findings(facts, want, path, files)

@@ -47,6 +47,7 @@ class Project:
     profile: dict = field(default_factory=dict)     # profile-file fields beyond the layout
     repo_url: str = ""              # the URL its Dockerfile clones (default: a made-up one of its own)
     dockerfile_path: str = "Dockerfile"
+    editable: bool = True           # False: the image installs a built wheel (with bytecode, as pip does)
 
     @property
     def url(self) -> str:
@@ -59,8 +60,13 @@ class Project:
                   "source_subdir": self.source_subdir, "package_dir": self.package_dir,
                   "default_location": f"/workspace/{self.name}", "proof_file": f"/opt/{self.import_name}_commit.txt",
                   "build_arg": f"{self.import_name.upper()}_COMMIT", "dockerfile_candidates": [self.dockerfile_path],
-                  "smoke_imports": [], "smoke_commands": [], "serve_command": ""}
+                  "smoke_imports": [], "smoke_commands": [], "serve_command": "", "editable_required": self.editable}
         return {**fields, **self.profile}
+
+    def profile_toml(self) -> str:
+        """The profile file a user would write for it."""
+        import json
+        return "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.profile_fields.items())
 
 
 def cached(folder: Path, make) -> Path:
@@ -156,11 +162,11 @@ def dockerfile(project: Project, editable: bool = True) -> str:
     """How the project's image fetches and installs it: a clone of its repository (the harness pins it)."""
     target = f"/workspace/{project.name}"
     install = f"-e {target}/{project.source_subdir}" if editable else f"{target}/{project.source_subdir}"
-    return (f"FROM nvcr.io/corpus/{project.name}:base\nWORKDIR /workspace\n"
+    return (f"FROM corpus.local/{project.name}:base\nWORKDIR /workspace\n"
             f"RUN git clone {project.url} {target} && {PIP} {install.rstrip('/')}\n")
 
 
-def make_corpus_repo(path: Path, project: Project, editable: bool = True) -> MiniRepo:
+def make_corpus_repo(path: Path, project: Project, editable: bool | None = None) -> MiniRepo:
     """A repository with one commit per release (tagged `v<version>`), each the release's source at the
     project's layout, and a Dockerfile at the root."""
     path.mkdir(parents=True)
@@ -172,12 +178,35 @@ def make_corpus_repo(path: Path, project: Project, editable: bool = True) -> Min
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         unpack_sdist(sdist(project.name, version), path / project.source_subdir)
         (path / project.dockerfile_path).parent.mkdir(parents=True, exist_ok=True)
-        (path / project.dockerfile_path).write_text(dockerfile(project, editable))
+        (path / project.dockerfile_path).write_text(dockerfile(project, project.editable if editable is None
+                                                                else editable))
         git(path, "add", "-A")
         git(path, "commit", "-q", "-m", f"{project.name} {version}")
         git(path, "tag", f"v{version}")
         repo.commits.append(git(path, "rev-parse", "HEAD").strip())
     return repo
+
+
+def harness_for(project: Project, root: Path, base: str, repo: Path, **options):
+    """A Harness for the project's repository (its profile file, or the built-in profile of its name), local
+    images only, as the tests and the benchmark drive it."""
+    import uuid
+
+    from helpers.config import make_config
+    from helpers.pipeline import Harness
+    root.mkdir(parents=True, exist_ok=True)
+    dataset = root / "dataset.txt"
+    dataset.write_text("\n")
+    values = {"no_push": True, "dataset": str(dataset), "repo_url": str(repo), "cache_dir": str(root / "cache"),
+              "log_dir": str(root / "logs"), "status_dir": str(root / "status"),
+              "attestation_dir": str(root / "attestations"), "image_name": f"corpus-{uuid.uuid4().hex[:8]}",
+              "registry": "corpus.local", "base_image_map": [f"corpus.local/*={base}"], "no_smoke_checks": True,
+              **options}
+    if project is not SGLANG:
+        profile = root / "profile.toml"
+        profile.write_text(project.profile_toml())
+        values["profile_file"] = str(profile)
+    return Harness(make_config(values, Path(__file__).resolve().parent.parent, uuid.uuid4().hex))
 
 
 def package_files(archive: Path, project: Project) -> dict[str, bytes]:
@@ -190,19 +219,22 @@ def package_files(archive: Path, project: Project) -> dict[str, bytes]:
                 for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)}
 
 
-HATCH = ("hatchling", "hatch-fancy-pypi-readme", "editables")
+HATCH = ("hatchling", "hatch-fancy-pypi-readme", "hatch-vcs", "editables")
+# What the projects after SGLang need to build without isolation and to import, in one base image: pydantic's
+# own release pins its core, and the OpenAI SDK imports with it.
+COMMON = (*HATCH, "mpmath", "pydantic==2.10.4", "pydantic-core==2.27.2", "typing-extensions", "annotated-types",
+          "httpx", "anyio", "distro", "jiter", "sniffio", "tqdm")
 # The real-code corpus: large pure-Python projects that use dataclasses, enums, namespace packages, attrs or
 # pydantic, decorators and re-exports, in every layout (python/<pkg>, flat, src).
 SGLANG = Project("sglang", "sglang", ("0.4.3", "0.5.2"), "python/sglang", "python",
                  needs=("numpy", "pybase64", "requests", "ipython", "pydantic", "tqdm", "aiohttp"),
                  repo_url="https://github.com/sgl-project/sglang.git", dockerfile_path="docker/Dockerfile")
-SYMPY = Project("sympy", "sympy", ("1.13.2", "1.13.3"), "sympy", needs=("mpmath",))
-NETWORKX = Project("networkx", "networkx", ("3.4.2",), "networkx")
-PYDANTIC = Project("pydantic", "pydantic", ("2.10.4",), "pydantic",
-                   needs=("pydantic-core==2.27.2", "typing-extensions", "annotated-types", *HATCH))
-OPENAI = Project("openai", "openai", ("1.60.0",), "src/openai",
-                 needs=("httpx", "anyio", "distro", "jiter", "pydantic", "sniffio", "tqdm", "typing-extensions",
-                        *HATCH))
-ATTRS = Project("attrs", "attrs", ("24.3.0",), "src/attrs", needs=(*HATCH, "hatch-vcs"),
-                profile={"fixes": ["scm_version"]})
+SYMPY = Project("sympy", "sympy", ("1.13.2", "1.13.3"), "sympy", needs=COMMON)
+NETWORKX = Project("networkx", "networkx", ("3.4.2",), "networkx", needs=COMMON)
+PYDANTIC = Project("pydantic", "pydantic", ("2.10.4",), "pydantic", needs=COMMON)
+OPENAI = Project("openai", "openai", ("1.60.0",), "src/openai", needs=COMMON)
+ATTRS = Project("attrs", "attrs", ("24.3.0",), "src/attrs", needs=COMMON, profile={"fixes": ["scm_version"]})
 CORPUS = (SGLANG, SYMPY, NETWORKX, PYDANTIC, OPENAI, ATTRS)
+# A real project installed as a wheel on a Debian base whose own `python3-zipp` (a module file, zipp 1.0.0)
+# lies later on the path.
+ZIPP = Project("zipp", "zipp", ("3.21.0",), "zipp", editable=False, profile={"fixes": ["scm_version"]})
