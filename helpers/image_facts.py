@@ -17,6 +17,7 @@ import posixpath
 import re
 import secrets
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,21 +96,63 @@ class _Stream(io.RawIOBase):
         return n
 
 
+EMPTY_VOLUME = "commit-image-harness-empty"       # mounted over bytecode folders so the archive leaves them out
+
+
+class Removals:
+    """Containers removed in the background once they have served (the engine's clean-up is not on a
+    verification's path); `wait()` returns when all asked so far are gone (the harness waits when a commit
+    ends, so nothing of a commit outlives it)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="harness-removal")
+        self.pending: list[Future] = []
+        self.lock = threading.Lock()
+
+    def remove(self, api, container_id: str) -> None:
+        with self.lock:
+            self.pending = [f for f in self.pending if not f.done()]
+            self.pending.append(self.pool.submit(remove_container, api, container_id))
+
+    def wait(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+
+
+def remove_container(api, container_id: str) -> None:
+    try:
+        api.remove_container(container_id, force=True)
+    except (docker.errors.DockerException, requests.RequestException):
+        pass
+
+
+REMOVALS = Removals()
+
+
 class ImageFiles:
-    """The image's filesystem as a created, never-started container shows it through the Engine API."""
+    """The image's filesystem as a created, never-started container shows it through the Engine API.
+
+    `hidden` folders (a copy's `__pycache__`: the probe judges bytecode inside the image, and a wheel's
+    RECORD lists it unhashed) are covered by an empty volume, read-only and never filled from the image, so
+    the engine does not archive what the harness would not read: a wheel's copy with its bytecode is a
+    third of the bytes. Covering a folder can only make files look missing, never make a file look like
+    the commit's."""
 
     TEXT_LIMIT = 1 << 20
 
-    def __init__(self, client: docker.DockerClient, image_id: str, labels: dict[str, str]):
+    def __init__(self, client: docker.DockerClient, image_id: str, labels: dict[str, str],
+                 hidden: tuple[str, ...] = ()):
         self.api = client.api
+        mounts = [docker.types.Mount(folder, EMPTY_VOLUME, type="volume", read_only=True, no_copy=True)
+                  for folder in hidden]
+        host_config = self.api.create_host_config(mounts=mounts) if mounts else None
         self.container = self.api.create_container(image_id, entrypoint=["/harness-never-started"], labels=labels,
-                                                   network_disabled=True)["Id"]
+                                                   network_disabled=True, host_config=host_config)["Id"]
 
     def close(self) -> None:
-        try:
-            self.api.remove_container(self.container, force=True)
-        except docker.errors.DockerException:
-            pass
+        REMOVALS.remove(self.api, self.container)
 
     def _archive(self, path: str, skip: Callable[[str], bool] = lambda name: False
                  ) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
@@ -219,11 +262,13 @@ def input_archive(args: dict, nonce: str, known: Known) -> bytes:
 
 def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
               labels: dict[str, str], on_early: Callable[[dict], None] | None = None,
-              smoke: Smoke = Smoke(), known: Known = Known()) -> tuple[dict, str]:
+              smoke: Smoke = Smoke(), known: Known = Known(),
+              on_start: Callable[[], None] | None = None) -> tuple[dict, str]:
     """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
 
-    `on_early` gets the trusted phase's facts as soon as the probe prints them, while it goes on. The
-    smoke checks run last, within `timeout` plus their own budget."""
+    `on_start` is called once the container runs (the verification's other work starts then: the probe is
+    its longest part), `on_early` with the trusted phase's facts as soon as the probe prints them, while
+    it goes on. The smoke checks run last, within `timeout` plus their own budget."""
     nonce = secrets.token_hex(16)
     timeout += smoke.budget
     command = ["-S", "-c", PROBE_SOURCE, INPUT_FILE]
@@ -236,6 +281,8 @@ def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, work
     try:
         container.put_archive("/", input_archive(probe_args(profile, workdir, smoke), nonce, known))
         container.start()
+        if on_start is not None:
+            on_start()
         output = follow_output(container, f"{EARLY}{nonce} ", on_early)
         status = container.wait(timeout=timeout)
         errors = "" if f"{MARK}{nonce} " in output else \
@@ -243,10 +290,7 @@ def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, work
     except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as e:
         raise InfraError(f"verification container of {image_id[:19]} gave no answer within {timeout:.0f}s: {e}") from e
     finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.DockerException:
-            pass
+        REMOVALS.remove(client.api, container.id)
     return read_probe_output(output, nonce, status.get("StatusCode"), errors)
 
 
@@ -286,62 +330,114 @@ def read_probe_output(output: str, nonce: str, status: object, errors: str) -> t
     return final, ""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where an image of the project keeps what verification reads: the previous image's, read at once
+    (before the probe names the real places; a guess the probe does not confirm is dropped)."""
+
+    copies: tuple[str, ...] = ()
+    metadata: str | None = None
+    bytecode_dirs: dict[str, list[str]] = field(default_factory=dict)     # copy -> its __pycache__ folders
+
+    @classmethod
+    def of(cls, facts: Facts) -> Layout:
+        return cls(tuple(facts.copies), facts.probe.get("dist_info"), dict(facts.probe.get("bytecode_dirs") or {}))
+
+
 class SideBySideReads:
-    """Reads from outside an image, side by side, each through a created container of its own; a path
-    asked for twice is read once."""
+    """Reads from outside an image alongside the probe's run; a path asked for twice is read once.
+
+    What the previous image's layout predicts (the proof file, the metadata folder, the copies) is read
+    one after another through one created container: the engine serves one archive request per container
+    at a time, and these are done long before the probe is, so one container is enough and saves the
+    engine the others' creation. Anything the probe names beyond it is read through a container of its own,
+    side by side."""
 
     def __init__(self, pool: ThreadPoolExecutor, client: docker.DockerClient, image_id: str,
                  labels: dict[str, str], profile: Profile):
         self.pool, self.client, self.image_id, self.labels, self.profile = pool, client, image_id, labels, profile
         self.copies: dict[str, Future] = {}
+        self.trees: dict[str, Future] = {}
+        self.proof: Future = Future()
 
-    def reader(self) -> ImageFiles:
-        return ImageFiles(self.client, self.image_id, self.labels)
+    def reader(self, hidden: list[str] | None = None) -> ImageFiles:
+        return ImageFiles(self.client, self.image_id, self.labels, tuple(hidden or ()))
 
-    def read_copies(self, paths: list[str]) -> None:
+    def start(self, layout: Layout) -> None:
+        """The proof file, then the layout's metadata folder and copies, through one container."""
+        plan: list[tuple[str, str, Future]] = [("file", self.profile.proof_file, self.proof)]
+        if layout.metadata:
+            self.trees[layout.metadata] = Future()
+            plan.append(("tree", layout.metadata, self.trees[layout.metadata]))
+        for path in layout.copies:
+            self.copies[path] = Future()
+            plan.append(("copy", path, self.copies[path]))
+        hidden = [folder for path in layout.copies for folder in layout.bytecode_dirs.get(path, [])]
+        self.pool.submit(read_in_turn, self.reader(hidden), plan, self.profile)
+
+    def read_copies(self, paths: list[str], bytecode_dirs: dict[str, list[str]]) -> None:
         for path in paths:
             if path not in self.copies:
-                self.copies[path] = self.pool.submit(read_copy, self.reader(), path, self.profile)
+                self.copies[path] = self.pool.submit(read_copy, self.reader(bytecode_dirs.get(path)), path,
+                                                     self.profile)
 
     def read_tree(self, path: str) -> Future:
-        return self.pool.submit(read_tree, self.reader(), path, True)
+        if path not in self.trees:
+            self.trees[path] = self.pool.submit(read_tree, self.reader(), path, True)
+        return self.trees[path]
+
+
+def read_in_turn(outside: ImageFiles, plan: list[tuple[str, str, Future]], profile: Profile) -> None:
+    """Each planned read through one container, in order, each result (or error) handed to its future."""
+    try:
+        for kind, path, future in plan:
+            try:
+                if kind == "file":
+                    future.set_result(outside.file(path))
+                elif kind == "tree":
+                    future.set_result(outside.tree(path, texts=True))
+                else:
+                    future.set_result(copy_files(outside, path, profile))
+            except BaseException as e:       # noqa: BLE001 - handed to whoever waits for this read
+                future.set_exception(e)
+    finally:
+        outside.close()
 
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
-                  labels: dict[str, str] | None = None, likely_copies: tuple[str, ...] = (),
-                  likely_metadata: str | None = None, smoke: Smoke = Smoke(), known: Known = Known()) -> Facts:
+                  labels: dict[str, str] | None = None, layout: Layout = Layout(), smoke: Smoke = Smoke(),
+                  known: Known = Known()) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
-    The Engine API answers each archive request in tens of milliseconds (one request per container
-    at a time), so the reads go out side by side alongside the probe's run. The start-up hook files
-    are the ones the probe read before any of the image's Python ran. `likely_copies` and
-    `likely_metadata` (the previous image's layout) are read at once, before the probe names the real
-    ones; a guess the probe does not confirm is dropped."""
+    The reads go out alongside the probe's run: the previous image's `layout` once the probe's container
+    runs (the probe is the longest part: it starts first), then what the probe's trusted parent names.
+    The start-up hook files are the ones the probe read before any of the image's Python ran."""
     image = client.images.get(ref)
     config = image.attrs.get("Config") or {}
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    try:
+        client.volumes.create(EMPTY_VOLUME, labels={"commit-image-harness": "empty"})  # the same one if it exists
+    except docker.errors.DockerException as e:
+        raise InfraError(f"the engine refused the harness's empty volume {EMPTY_VOLUME}: {e}") from e
     with ThreadPoolExecutor(max_workers=8) as pool:
         reads = SideBySideReads(pool, client, image.id, labels or {}, profile)
-        reads.read_copies(list(likely_copies))
-        guessed_metadata = reads.read_tree(likely_metadata) if likely_metadata else None
+
+        def early(facts: dict) -> None:
+            reads.read_copies(facts.get("copies") or [], facts.get("bytecode_dirs") or {})
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, lambda early: reads.read_copies(early.get("copies") or []), smoke, known)
-        outside = reads.reader()
+                             labels or {}, early, smoke, known, lambda: reads.start(layout))
         try:
-            proof = pool.submit(outside.file, profile.proof_file)
             probe, tampering = probed.result()
+            if not reads.proof.done() and not reads.copies and not reads.trees:
+                reads.start(Layout())           # the probe never got to run: the proof file is still read
             dist_info = probe.get("dist_info")
-            metadata = None
-            if dist_info:
-                metadata = guessed_metadata if dist_info == likely_metadata else reads.read_tree(dist_info)
+            metadata = reads.read_tree(dist_info) if dist_info else None
             confirmed = copies_to_read(probe, profile.import_name)
-            reads.read_copies(confirmed)
-            read = named_files(probe, profile.proof_file, proof.result(), metadata.result() if metadata else {})
+            reads.read_copies(confirmed, probe.get("bytecode_dirs") or {})
+            read = named_files(probe, profile.proof_file, reads.proof.result(), metadata.result() if metadata else {})
             trees = {path: reads.copies[path].result() for path in confirmed}
         except (docker.errors.DockerException, requests.RequestException, tarfile.TarError) as e:
             raise InfraError(f"reading the files of {ref} from outside failed: {e}") from e
-        finally:
-            outside.close()
     return Facts(image.labels or {}, probe, env, read, trees, tampering)
 
 
@@ -364,17 +460,20 @@ def read_tree(outside: ImageFiles, path: str, texts: bool) -> dict[str, FileFact
 
 
 def read_copy(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
-    """A package directory's files, or a module file named like the package (a shadow) by its name.
-
-    Each copy is read through a container of its own: the engine serves one archive request per
-    container at a time."""
+    """A copy read through a container of its own (the engine serves one archive request per container at a
+    time), which is then removed."""
     try:
-        if not is_module_file(path, profile):
-            return outside.tree(path)
-        found = outside.file(path)
-        return {posixpath.basename(path): found} if found else {}
+        return copy_files(outside, path, profile)
     finally:
         outside.close()
+
+
+def copy_files(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
+    """A package directory's files, or a module file named like the package (a shadow) by its name."""
+    if not is_module_file(path, profile):
+        return outside.tree(path)
+    found = outside.file(path)
+    return {posixpath.basename(path): found} if found else {}
 
 
 def is_module_file(path: str, profile: Profile) -> bool:

@@ -98,8 +98,8 @@ class Prepared:
 class Harness:
     def __init__(self, config: HarnessConfig):
         self.config = config
-        # where the last verified image had its package copies and its metadata folder
-        self.layout_seen: tuple[tuple[str, ...], str | None] = ((), None)
+        # where the last verified image had its package copies, their bytecode and its metadata folder
+        self.layout_seen = image_facts.Layout()
         self.definitions = known.Definitions(config.cache_dir)
         self.bytecode = known.BytecodeVerdicts(config.cache_dir)
 
@@ -229,6 +229,7 @@ class Harness:
         """When a commit ends, the image this run put in the engine leaves it, unless it must stay: one that
         passed with --no-push (it is nowhere else) or --keep-images, a failed one with --keep-failed.
         Its layers stay in the build cache, which then goes back under --cache-budget."""
+        image_facts.REMOVALS.wait()          # the verification's containers are gone before the commit ends
         image, cfg = produced.image, self.config
         passed = produced.error is None and produced.checks is not None and produced.checks.passed
         if cfg.verify_only:
@@ -421,11 +422,10 @@ class Harness:
             self.bytecode.known(), package_blobs)
         try:
             facts = image_facts.collect_facts(self.docker, image.subject, profile, self.config.verify_timeout,
-                                              labels=self.labels(image), likely_copies=self.layout_seen[0],
-                                              likely_metadata=self.layout_seen[1],
+                                              labels=self.labels(image), layout=self.layout_seen,
                                               smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout),
                                               known=what_is_known)
-            self.layout_seen = (tuple(facts.copies), facts.probe.get("dist_info"))  # a project keeps its layout
+            self.layout_seen = image_facts.Layout.of(facts)         # a project keeps its layout
         except (docker.errors.DockerException, requests.RequestException) as e:
             if disk.is_disk_full(str(e)):
                 raise DiskFull(f"the verification of {image.subject} could not run: {e}") from e

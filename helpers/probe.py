@@ -36,9 +36,9 @@ import traceback
 from helpers.probe_code import check_definitions, source_definitions  # probe part: sent ahead of this file
 from helpers.probe_paths import (  # probe part: sent ahead of this file
     Bytecode,
-    changed_files,
+    bytecode_folders,
+    changed_since,
     cwd_dirs,
-    file_states,
     finder_copies,
     hook_texts,
     interpreter_id,
@@ -175,6 +175,7 @@ def trusted_phase(args):
     facts["offered"] = offered
     facts["copies"] = [c["path"] for c in provisional_copies(offered, set(cwd_dirs(args)))
                        if c["kind"] != "zip archive"]
+    facts["bytecode_dirs"] = {c: bytecode_folders(c) for c in facts["copies"] if os.path.isdir(c)}
     return facts
 
 
@@ -247,9 +248,9 @@ def import_phase(args, facts, definitions):
     return facts
 
 
-def run_child(args, facts, definitions, channel, secret):
+def run_child(args, facts, definitions, secret):
     """In the forked child: no nonce and no way to the probe's standard output, then the import phase; its
-    facts (as far as it got) go to the parent on `channel`, and the child ends."""
+    facts as far as it got (only the child's own fields are ever taken from them)."""
     secret.clear()
     result = dict(facts)
     try:
@@ -259,15 +260,11 @@ def run_child(args, facts, definitions, channel, secret):
         import_phase(args, result, definitions)
     except BaseException:
         result["probe_error"] = traceback.format_exc()[-3000:]
-    data = _dumps({k: v for k, v in result.items() if k in CHILD_FACTS}).encode("utf-8", "replace")
-    while data:
-        data = data[_write(channel, data):]
-    _exit(0)
+    return {k: v for k, v in result.items() if k in CHILD_FACTS}
 
 
-def collect(channel, pid, import_name):
-    """Everything the child wrote, and how it ended (one that died without an answer, say in an extension
-    module's crash, failed the import)."""
+def answer(channel, pid):
+    """Everything a forked process wrote on its channel, and how it ended."""
     chunks = []
     while True:
         chunk = _read(channel, 1 << 20)
@@ -276,7 +273,13 @@ def collect(channel, pid, import_name):
         chunks.append(chunk)
     os.close(channel)
     _, status = os.waitpid(pid, 0)
-    data = b"".join(chunks)
+    return b"".join(chunks), status
+
+
+def collect(channel, pid, import_name):
+    """The child's facts, and how it ended (one that died without an answer, say in an extension module's
+    crash, failed the import)."""
+    data, status = answer(channel, pid)
     try:
         result = json.loads(data.decode("utf-8", "replace")) if data else {}
     except ValueError as e:
@@ -289,24 +292,46 @@ def collect(channel, pid, import_name):
     return {k: v for k, v in result.items() if k in CHILD_FACTS}
 
 
+def fork(work):
+    """`work()` in a forked process whose JSON answer comes back on a pipe: (channel, pid)."""
+    channel, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        return channel, pid
+    os.close(channel)
+    try:
+        data = _dumps(work()).encode("utf-8", "replace")
+        while data:
+            data = data[_write(write_end, data):]
+    finally:
+        _exit(0)
+
+
+def check_bytecode(bytecode, copies):
+    """The bytecode of the copies, in a trusted process of its own at a lower priority: the import goes first."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    pycs = {c: bytecode.verdicts(c) for c in copies if os.path.isdir(c)}
+    return {"pycs": pycs, "new": bytecode.new, "compiled": bytecode.compiled}
+
+
 def parent_phase(args, facts, inputs, secret):
-    """Fork the child; check the bytecode of the copies meanwhile; then take the child's facts and settle
-    what needs them (bytecode of copies only the child's path reaches, files changed while it ran)."""
-    states = {}
-    for copy in facts["copies"]:
-        if os.path.isdir(copy):
-            states.update(file_states(copy))
+    """Fork the child that imports, and a trusted process that checks the copies' bytecode meanwhile; then
+    take their answers and settle what needs the child's (bytecode of copies only its path reaches, files
+    changed while it ran)."""
+    started_ns = time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
     trusted_copies = list(facts["copies"])
     bytecode = Bytecode(inputs.get("bytecode_known"), facts["interpreter"], inputs.get("blobs"))
     sys.stdout.flush()
-    channel, child_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(channel)
-        run_child(args, facts, inputs.get("definitions") or {}, child_end, secret)
-    os.close(child_end)
-    pycs = {c: bytecode.verdicts(c) for c in trusted_copies if os.path.isdir(c)}
-    facts.update(collect(channel, pid, args["import_name"]))
+    child = fork(lambda: run_child(args, facts, inputs.get("definitions") or {}, secret))
+    checker = fork(lambda: check_bytecode(bytecode, trusted_copies))
+    facts.update(collect(child[0], child[1], args["import_name"]))
+    checked, _ = answer(*checker)
+    verdicts = json.loads(checked.decode()) if checked else {"pycs": {}, "new": [], "compiled": 0}  # type: dict
+    pycs = verdicts["pycs"]
     facts["copies"] = trusted_copies + [c for c in facts.get("copies") or [] if c not in trusted_copies]
     origin = (facts.get("modules") or {}).get(args["import_name"], {}).get("origin") or ""
     loaded = os.path.dirname(origin) if origin.endswith("/__init__.py") else ""
@@ -314,8 +339,9 @@ def parent_phase(args, facts, inputs, secret):
         if copy not in pycs and os.path.isdir(copy):
             pycs[copy] = bytecode.verdicts(copy)
     facts["pycs"] = pycs
-    facts["changed_at_run"] = changed_files(states, [c for c in trusted_copies if os.path.isdir(c)])
-    facts["bytecode_verified"], facts["bytecode_compiled"] = bytecode.new, bytecode.compiled
+    facts["changed_at_run"] = changed_since(started_ns, [c for c in trusted_copies if os.path.isdir(c)])
+    facts["bytecode_verified"] = verdicts["new"] + bytecode.new
+    facts["bytecode_compiled"] = verdicts["compiled"] + bytecode.compiled
     return facts
 
 

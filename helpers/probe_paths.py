@@ -323,25 +323,25 @@ def read_bytes(path):
         return f.read()
 
 
-def file_states(folder):
-    """Each file's (size, mtime, ctime, inode) below a folder: a rewrite changes its ctime whatever
-    else the writer restores."""
-    states = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = _join(root, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            states[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    return states
+def bytecode_folders(folder):
+    """Every `__pycache__` folder below a copy of the package."""
+    return [root for root, dirs, _ in os.walk(folder) if os.path.basename(root) == "__pycache__"]
 
 
-def changed_files(before, folders):
-    """Files of the given folders added, removed or rewritten since `before` was taken."""
-    after = {}
+def changed_since(started_ns, folders):
+    """Files and folders below the given folders whose status changed since `started_ns` (the probe's start):
+    a file written, added or renamed, or a folder an entry left, gets a ctime after it, and ctime cannot be
+    set back without the power to set the system clock. The kernel stamps with a coarse clock (a tick
+    behind the one the probe read), so a tick's margin is allowed; nothing writes there before the probe."""
+    since = started_ns - 20000000
+    changed = []
     for folder in folders:
-        after.update(file_states(folder))
-    paths = set(before) | set(after)
-    return sorted(p for p in paths if before.get(p) != after.get(p))
+        for root, _, files in os.walk(folder):
+            for name in [""] + files:
+                path = _join(root, name) if name else root
+                try:
+                    if os.lstat(path).st_ctime_ns >= since:
+                        changed.append(path)
+                except OSError:
+                    continue
+    return sorted(changed)

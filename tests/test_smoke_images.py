@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from helpers.image_facts import Smoke, collect_facts
+from helpers.image_facts import REMOVALS, Smoke, collect_facts
 from helpers.profiles import SGLANG
 from helpers.smoke import plan, read_results
 from testkit.smokerepo import TORCH_SYMBOL
@@ -52,6 +52,7 @@ def test_crashes_and_hangs_end_at_their_deadline_and_the_rest_still_run(docker_c
     assert sleep.startswith("sleep 600: still running after")
     assert exit_3.startswith("python3 -c import sys; print(\"boom\"); sys.exit(3) exited with 3") and "boom" in exit_3
     assert missing.startswith("no-such-program --help: cannot start")
+    REMOVALS.wait()                      # removed in the background once they served
     assert not docker_client.containers.list(all=True, filters={"label": "harness-test=smoke"})
 
 

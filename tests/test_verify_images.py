@@ -7,7 +7,7 @@ import uuid
 import docker
 import pytest
 
-from helpers.image_facts import blob_hash, collect_facts
+from helpers.image_facts import REMOVALS, blob_hash, collect_facts
 from helpers.profiles import SGLANG
 from helpers.verify import Expected, evaluate
 from testkit.forgeries import Target, build, extension_module, forgeries
@@ -85,6 +85,7 @@ def test_a_genuine_image_of_each_install_kind_passes_and_says_which_kind(kind, i
     category, checks = verdict(docker_client, ref, label)
     assert category == "success", checks
     assert checks.editable_install.found.startswith(f"{described} of {SOURCE}"), checks.editable_install
+    REMOVALS.wait()                      # removed in the background once they served
     assert not docker_client.containers.list(all=True, filters={"label": f"harness-test={label['harness-test']}"})
 
 
