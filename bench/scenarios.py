@@ -114,7 +114,7 @@ def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, 
     return seconds[0], seconds[1]
 
 
-def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 5) -> list[Figure]:
+def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 9) -> list[Figure]:
     """One verification of a real large package over its floor, the container start plus the import it checks
     (`docker run --rm -w / IMAGE python3 -c "import sympy"`), editable and as a wheel with bytecode: sympy
     from the package index (1,517 modules), the child 1.13.3 verified after its parent 1.13.2, as in the

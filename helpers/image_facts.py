@@ -13,9 +13,11 @@ import base64
 import hashlib
 import io
 import json
+import os
 import posixpath
 import re
 import secrets
+import socket
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -42,7 +44,6 @@ def probe_script() -> str:
 
 
 PROBE_SOURCE = probe_script()
-INPUT_FILE = "/.harness-probe-input.json"      # put into the container before it starts; the probe removes it
 
 
 def blob_hash(data: bytes) -> str:
@@ -146,7 +147,7 @@ class ImageFiles:
                  hidden: tuple[str, ...] = ()):
         self.api = client.api
         mounts = [docker.types.Mount(folder, EMPTY_VOLUME, type="volume", read_only=True, no_copy=True)
-                  for folder in hidden]
+                  for folder in hidden if posixpath.basename(folder) == "__pycache__"]
         host_config = self.api.create_host_config(mounts=mounts) if mounts else None
         self.container = self.api.create_container(image_id, entrypoint=["/harness-never-started"], labels=labels,
                                                    network_disabled=True, host_config=host_config)["Id"]
@@ -248,67 +249,83 @@ class Known:
     blobs: dict[str, str] = field(default_factory=dict)      # the commit's blob of each package file
 
 
-def input_archive(args: dict, nonce: str, known: Known) -> bytes:
-    """The probe's input file as a tar archive for the Engine API (the nonce never on a command line)."""
-    data = json.dumps({"args": args, "nonce": nonce, "definitions": known.definitions,
+def probe_input(args: dict, nonce: str, known: Known) -> bytes:
+    """What the probe reads on its standard input (never on a command line, in a file or in its environment,
+    where the image's code could find the nonce)."""
+    return json.dumps({"args": args, "nonce": nonce, "definitions": known.definitions,
                        "bytecode_known": list(known.bytecode), "blobs": known.blobs}, separators=(",", ":")).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(INPUT_FILE.lstrip("/"))
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def run_probe(client: docker.DockerClient, image_id: str, profile: Profile, workdir: str, timeout: float,
               labels: dict[str, str], on_early: Callable[[dict], None] | None = None,
-              smoke: Smoke = Smoke(), known: Known = Known(),
-              on_start: Callable[[], None] | None = None) -> tuple[dict, str]:
+              smoke: Smoke = Smoke(), known: Known = Known()) -> tuple[dict, str]:
     """One container run, entrypoint overridden, no network: the probe's facts, or why they are missing.
 
-    `on_start` is called once the container runs (the verification's other work starts then: the probe is
-    its longest part), `on_early` with the trusted phase's facts as soon as the probe prints them, while
-    it goes on. The smoke checks run last, within `timeout` plus their own budget."""
+    Its input goes in on standard input, attached before the start and closed after it is written (the
+    container's stdin then stays at its end). `on_early` gets the trusted phase's facts as soon as the
+    probe prints them, while it goes on. The smoke checks run last, within
+    `timeout` plus their own budget."""
     nonce = secrets.token_hex(16)
     timeout += smoke.budget
-    command = ["-S", "-c", PROBE_SOURCE, INPUT_FILE]
-    # No bytecode written by the interpreter itself: any file that changes under the package while
-    # the probe runs was changed by the image's own start-up code (the probe compares each file's
-    # status before and after; the engine's own container diff costs ~0.5 s on Docker 20.10).
-    container = client.containers.create(image_id, entrypoint=["python3"], command=command, network_disabled=True,
-                                         working_dir=None if profile.import_from_workdir else "/", labels=labels,
+    api = client.api
+    # No bytecode written by the interpreter itself: the probe takes any file of the package whose status
+    # changes while it runs as changed by the image's own start-up code.
+    config = api.create_container_config(image_id, ["-S", "-c", PROBE_SOURCE], entrypoint=["python3"],
+                                         stdin_open=True, network_disabled=True, labels=labels,
+                                         working_dir=None if profile.import_from_workdir else "/",
                                          environment={"PYTHONDONTWRITEBYTECODE": "1"})
+    config["StdinOnce"] = True
+    container = api.create_container_from_config(config)["Id"]
     try:
-        container.put_archive("/", input_archive(probe_args(profile, workdir, smoke), nonce, known))
-        container.start()
-        if on_start is not None:
-            on_start()
-        output = follow_output(container, f"{EARLY}{nonce} ", on_early)
-        status = container.wait(timeout=timeout)
-        errors = "" if f"{MARK}{nonce} " in output else \
-            container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+        stdin = api.attach_socket(container, params={"stdin": 1, "stream": 1})
+        api.start(container)
+        send(stdin, probe_input(probe_args(profile, workdir, smoke), nonce, known))
+        output, finished = follow_output(api, container, f"{EARLY}{nonce} ", f"{MARK}{nonce} ", on_early)
+        status = {} if finished else api.wait(container, timeout=timeout)
+        errors = "" if finished else api.logs(container, stdout=False, stderr=True).decode("utf-8", errors="replace")
     except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as e:
         raise InfraError(f"verification container of {image_id[:19]} gave no answer within {timeout:.0f}s: {e}") from e
     finally:
-        REMOVALS.remove(client.api, container.id)
+        REMOVALS.remove(api, container)
     return read_probe_output(output, nonce, status.get("StatusCode"), errors)
 
 
-def follow_output(container, early_prefix: str, on_early: Callable[[dict], None] | None) -> str:
-    """The container's standard output, followed until it exits; the early facts line handed on at once."""
+def send(stdin, data: bytes) -> None:
+    """Everything to an attached standard input, then its end (the engine closes the container's stdin)."""
+    raw = getattr(stdin, "_sock", stdin)
+    try:
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+    finally:
+        stdin.close()
+
+
+def follow_output(api, container: str, early_prefix: str, final_prefix: str,
+                  on_early: Callable[[dict], None] | None) -> tuple[str, bool]:
+    """The container's standard output, followed until the probe's final facts line is whole (the probe's
+    last act: nothing of a verification waits for the container's own exit) or the container ends; the
+    early facts line handed on at once. (output, whether the final line came)."""
     lines: list[str] = []
-    pending = b""
-    for chunk in container.logs(stdout=True, stderr=False, stream=True, follow=True):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            line = raw.decode("utf-8", errors="replace")
-            if on_early is not None and line.startswith(early_prefix):
-                on_early(json.loads(line[len(early_prefix):]))
-                on_early = None
-            lines.append(line)
-    lines.append(pending.decode("utf-8", errors="replace"))
-    return "\n".join(lines)
+    pending: list[bytes] = []
+    stream = api.logs(container, stdout=True, stderr=False, stream=True, follow=True)
+    try:
+        for chunk in stream:
+            *complete, rest = chunk.split(b"\n")
+            if complete:
+                complete[0], pending = b"".join(pending) + complete[0], []
+            pending.append(rest)
+            for raw in complete:
+                line = raw.decode("utf-8", errors="replace")
+                lines.append(line)
+                if on_early is not None and line.startswith(early_prefix):
+                    on_early(json.loads(line[len(early_prefix):]))
+                    on_early = None
+                elif line.startswith(final_prefix):
+                    return "\n".join(lines), True
+    finally:
+        stream.close()
+    lines.append(b"".join(pending).decode("utf-8", errors="replace"))
+    return "\n".join(lines), False
 
 
 def read_probe_output(output: str, nonce: str, status: object, errors: str) -> tuple[dict, str]:
@@ -343,6 +360,26 @@ class Layout:
     def of(cls, facts: Facts) -> Layout:
         return cls(tuple(facts.copies), facts.probe.get("dist_info"), dict(facts.probe.get("bytecode_dirs") or {}))
 
+    @classmethod
+    def read(cls, path: Path) -> Layout:
+        """The layout kept on disk by an earlier session (a hint only: nothing is trusted from it)."""
+        try:
+            data = json.loads(path.read_text())
+            return cls(tuple(str(c) for c in data["copies"]), data.get("metadata"),
+                       {str(k): [str(f) for f in v] for k, v in data.get("bytecode_dirs", {}).items()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return cls()
+
+    def write(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{os.getpid()}")
+            partial.write_text(json.dumps({"copies": list(self.copies), "metadata": self.metadata,
+                                           "bytecode_dirs": self.bytecode_dirs}))
+            os.replace(partial, path)
+        except OSError:
+            pass
+
 
 class SideBySideReads:
     """Reads from outside an image alongside the probe's run; a path asked for twice is read once.
@@ -372,7 +409,8 @@ class SideBySideReads:
         for path in layout.copies:
             self.copies[path] = Future()
             plan.append(("copy", path, self.copies[path]))
-        hidden = [folder for path in layout.copies for folder in layout.bytecode_dirs.get(path, [])]
+        hidden = [folder for path in layout.copies for folder in layout.bytecode_dirs.get(path, [])
+                  if folder.startswith(f"{path}/")]
         self.pool.submit(read_in_turn, self.reader(hidden), plan, self.profile)
 
     def read_copies(self, paths: list[str], bytecode_dirs: dict[str, list[str]]) -> None:
@@ -409,8 +447,8 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
                   known: Known = Known()) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
-    The reads go out alongside the probe's run: the previous image's `layout` once the probe's container
-    runs (the probe is the longest part: it starts first), then what the probe's trusted parent names.
+    The reads go out alongside the probe's run: the previous image's `layout` at once, then what the probe's
+    trusted parent names.
     The start-up hook files are the ones the probe read before any of the image's Python ran."""
     image = client.images.get(ref)
     config = image.attrs.get("Config") or {}
@@ -424,8 +462,9 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
 
         def early(facts: dict) -> None:
             reads.read_copies(facts.get("copies") or [], facts.get("bytecode_dirs") or {})
+        reads.start(layout)
         probed = pool.submit(run_probe, client, image.id, profile, config.get("WorkingDir") or "/", timeout,
-                             labels or {}, early, smoke, known, lambda: reads.start(layout))
+                             labels or {}, early, smoke, known)
         try:
             probe, tampering = probed.result()
             if not reads.proof.done() and not reads.copies and not reads.trees:

@@ -20,6 +20,14 @@ from helpers.source import Mirror
 
 # Tables made by another version of the definitions code are not reused.
 DEFINITIONS_VERSION = hashlib.sha1(Path(probe_code.__file__).read_bytes()).hexdigest()[:12]
+# One parse at a time in this process: CPython 3.11's AST constructor can raise a spurious SystemError when
+# threads parse side by side (python/cpython#106905).
+PARSING = threading.Lock()
+
+
+def definitions_of(source: bytes) -> list | None:
+    with PARSING:
+        return probe_code.source_definitions(source)
 
 
 class Definitions:
@@ -45,7 +53,7 @@ class Definitions:
         modules = {rel: blob for rel, blob in tree.items() if rel in likely and rel not in patched_here}
         self.parse(mirror, sha, package_path, {rel: blob for rel, blob in modules.items() if not self.load(blob)})
         tables = {rel: self.memory.get(blob) for rel, blob in modules.items()}
-        tables.update({rel: probe_code.source_definitions(data) for rel, data in patched_here.items()
+        tables.update({rel: definitions_of(data) for rel, data in patched_here.items()
                        if rel in likely})
         return {rel: table for rel, table in tables.items() if table is not None}
 
@@ -70,7 +78,7 @@ class Definitions:
         for rel, blob in modules.items():
             data = contents.get(f"{package_path}/{rel}")
             if data is not None:
-                self.store(blob, probe_code.source_definitions(data))
+                self.store(blob, definitions_of(data))
 
     def likely_file(self, package_path: str) -> Path:
         return self.folder / f"loaded-{hashlib.sha1(package_path.encode()).hexdigest()[:12]}.json"

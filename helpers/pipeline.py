@@ -99,7 +99,8 @@ class Harness:
     def __init__(self, config: HarnessConfig):
         self.config = config
         # where the last verified image had its package copies, their bytecode and its metadata folder
-        self.layout_seen = image_facts.Layout()
+        self.layout_file = config.cache_dir / "layouts" / f"{config.profile.name}-{config.profile.import_name}.json"
+        self.layout_seen = image_facts.Layout.read(self.layout_file)
         self.definitions = known.Definitions(config.cache_dir)
         self.bytecode = known.BytecodeVerdicts(config.cache_dir)
 
@@ -426,6 +427,7 @@ class Harness:
                                               smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout),
                                               known=what_is_known)
             self.layout_seen = image_facts.Layout.of(facts)         # a project keeps its layout
+            self.layout_seen.write(self.layout_file)
         except (docker.errors.DockerException, requests.RequestException) as e:
             if disk.is_disk_full(str(e)):
                 raise DiskFull(f"the verification of {image.subject} could not run: {e}") from e

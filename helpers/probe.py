@@ -1,11 +1,11 @@
 """Probe: runs INSIDE the image (any Python 3.6+) and reports what `import <package>` loads there.
 
-Started as `python3 -S -c <script> <input file>` in one container run with the entrypoint overridden;
+Started as `python3 -S -c <script>` in one container run with the entrypoint overridden;
 the script is helpers/probe_code.py, probe_smoke.py, probe_paths.py and this file, sent as one
-(helpers/image_facts.py). It imports nothing of the harness. Its input file (put into the container
-before it starts: the profile's names, the run's nonce, the commit's blobs, what each module of the
-package defines, the bytecode verdicts already known) is read and removed before any of the image's
-code runs. The image is untrusted, so the probe is two processes:
+(helpers/image_facts.py). It imports nothing of the harness. Its input comes on standard input (the
+profile's names, the run's nonce, the commit's blobs, what each module of the package defines, the
+bytecode verdicts already known), read to its end before any of the image's code runs. The image is
+untrusted, so the probe is two processes:
 
 1. The trusted parent. `-S` means no `.pth` line, `sitecustomize` or `usercustomize` of the image has
    run, and none ever runs in this process. It lists every directory an import could search and what
@@ -36,7 +36,6 @@ import traceback
 from helpers.probe_code import check_definitions, source_definitions  # probe part: sent ahead of this file
 from helpers.probe_paths import (  # probe part: sent ahead of this file
     Bytecode,
-    bytecode_folders,
     changed_since,
     cwd_dirs,
     finder_copies,
@@ -168,14 +167,13 @@ def trusted_phase(args):
     offered = [c for c in (offered_copy(d, import_name) for d in dirs) if c]
     facts = {"python": sys.version.split()[0], "executable": sys.executable, "cwd": os.getcwd(),
              "cache_tag": sys.implementation.cache_tag, "path_before": list(sys.path), "site_dirs": site_dirs(),
-             "search_dirs": dirs, "listing": found, "interpreter": interpreter_id()}
+             "search_dirs": dirs, "listing": found}
     facts["hook_texts"] = hook_texts(found, {c["path"] for c in offered})
     offered += [c for c in finder_copies(facts["hook_texts"], import_name) if c["path"] not in
                 {o["path"] for o in offered}]
     facts["offered"] = offered
     facts["copies"] = [c["path"] for c in provisional_copies(offered, set(cwd_dirs(args)))
                        if c["kind"] != "zip archive"]
-    facts["bytecode_dirs"] = {c: bytecode_folders(c) for c in facts["copies"] if os.path.isdir(c)}
     return facts
 
 
@@ -309,13 +307,21 @@ def fork(work):
 
 
 def check_bytecode(bytecode, copies):
-    """The bytecode of the copies, in a trusted process of its own at a lower priority: the import goes first."""
+    """The bytecode of the copies, in a trusted process of its own at a lower priority: the import goes first.
+    Also who the interpreter is (what the verdicts are keyed by) and each copy's `__pycache__` folders (the
+    next image's reader leaves them out)."""
     try:
         os.nice(10)
     except OSError:
         pass
-    pycs = {c: bytecode.verdicts(c) for c in copies if os.path.isdir(c)}
-    return {"pycs": pycs, "new": bytecode.new, "compiled": bytecode.compiled}
+    bytecode.interpreter = interpreter_id()
+    pycs, folders = {}, {}
+    for copy in copies:
+        if os.path.isdir(copy):
+            pycs[copy] = bytecode.verdicts(copy)
+            folders[copy], bytecode.folders = bytecode.folders, []
+    return {"pycs": pycs, "new": bytecode.new, "compiled": bytecode.compiled, "interpreter": bytecode.interpreter,
+            "folders": folders}
 
 
 def parent_phase(args, facts, inputs, secret):
@@ -324,20 +330,25 @@ def parent_phase(args, facts, inputs, secret):
     changed while it ran)."""
     started_ns = time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
     trusted_copies = list(facts["copies"])
-    bytecode = Bytecode(inputs.get("bytecode_known"), facts["interpreter"], inputs.get("blobs"))
+    bytecode = Bytecode(inputs.get("bytecode_known"), None, inputs.get("blobs"))
     sys.stdout.flush()
     child = fork(lambda: run_child(args, facts, inputs.get("definitions") or {}, secret))
     checker = fork(lambda: check_bytecode(bytecode, trusted_copies))
     facts.update(collect(child[0], child[1], args["import_name"]))
     checked, _ = answer(*checker)
-    verdicts = json.loads(checked.decode()) if checked else {"pycs": {}, "new": [], "compiled": 0}  # type: dict
-    pycs = verdicts["pycs"]
+    verdicts = json.loads(checked.decode()) if checked else {}  # type: dict
+    if "pycs" not in verdicts:
+        verdicts = {"pycs": {}, "new": [], "compiled": 0, "interpreter": interpreter_id(), "folders": {}}
+        facts["probe_error"] = "the bytecode check ended without an answer"
+    pycs, bytecode.interpreter = verdicts["pycs"], verdicts["interpreter"]
+    facts["interpreter"], facts["bytecode_dirs"] = verdicts["interpreter"], verdicts["folders"]
     facts["copies"] = trusted_copies + [c for c in facts.get("copies") or [] if c not in trusted_copies]
     origin = (facts.get("modules") or {}).get(args["import_name"], {}).get("origin") or ""
     loaded = os.path.dirname(origin) if origin.endswith("/__init__.py") else ""
     for copy in facts["copies"] + ([loaded] if loaded else []):
         if copy not in pycs and os.path.isdir(copy):
             pycs[copy] = bytecode.verdicts(copy)
+            facts["bytecode_dirs"][copy], bytecode.folders = bytecode.folders, []
     facts["pycs"] = pycs
     facts["changed_at_run"] = changed_since(started_ns, [c for c in trusted_copies if os.path.isdir(c)])
     facts["bytecode_verified"] = verdicts["new"] + bytecode.new
@@ -345,21 +356,23 @@ def parent_phase(args, facts, inputs, secret):
     return facts
 
 
-def read_inputs(path):
-    """The harness's input file, removed as soon as it is read (no code of the image has run yet)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            inputs = json.load(f)
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    return inputs
+def read_inputs():
+    """The harness's input, all of standard input; then stdin is /dev/null (no code of the image has run yet,
+    and none can read anything there later)."""
+    chunks = []
+    while True:
+        chunk = _read(0, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return json.loads(b"".join(chunks).decode("utf-8"))
 
 
 def main(argv):
-    inputs = read_inputs(argv.pop())
+    inputs = read_inputs()
     args, secret = inputs["args"], {"nonce": inputs.pop("nonce")}     # the child clears its copy
     del sys.argv[1:]
     if not args.get("import_from_workdir"):

@@ -131,7 +131,7 @@ def source_definitions(source):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")     # real sources carry invalid escapes and the like
             tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, SystemError, RecursionError, MemoryError):
         return None
     out = []  # type: list
     scope_definitions(tree.body, "", rebound_anywhere(tree, source if isinstance(source, bytes) else source.encode()),

@@ -250,7 +250,7 @@ class Bytecode:
 
     def __init__(self, known, interpreter, blobs):
         self.known, self.interpreter, self.blobs = set(known or ()), interpreter, blobs or {}
-        self.new, self.compiled = [], 0
+        self.new, self.compiled, self.folders = [], 0, []  # type: list, int, list
 
     def verdicts(self, package_dir):
         """A `.pyc` beside the source (in `__pycache__`) is loaded when its header matches the source
@@ -260,6 +260,8 @@ class Bytecode:
         tag = "." + sys.implementation.cache_tag
         top = len(package_dir) + 1
         for folder, _, files in os.walk(package_dir):
+            if folder.endswith("/__pycache__"):
+                self.folders.append(folder)
             pycs = [n for n in files if n.endswith(".pyc")]
             if not pycs:
                 continue
@@ -321,11 +323,6 @@ class Bytecode:
 def read_bytes(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def bytecode_folders(folder):
-    """Every `__pycache__` folder below a copy of the package."""
-    return [root for root, dirs, _ in os.walk(folder) if os.path.basename(root) == "__pycache__"]
 
 
 def changed_since(started_ns, folders):
