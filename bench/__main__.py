@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated, from: {', '.join(ALL + EXTRA)}")
     parser.add_argument("--base-image", default=os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-base:bookworm"))
     parser.add_argument("--slow", type=int, default=20, help="seconds the pair's dependency step costs (>= 20)")
+    parser.add_argument("--rounds", type=int, default=9, help="measurements per figure that takes a median (>= 1)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     client = docker.from_env()
     print(f"machine: {machine(client)}", flush=True)
     ws = scenarios.Workspace(args.base_image)
-    runs = {"pair": lambda: scenarios.pair(ws, args.slow), "verify": lambda: scenarios.verification(ws, client),
+    rounds = max(1, args.rounds)
+    runs = {"pair": lambda: scenarios.pair(ws, args.slow), "verify": lambda: scenarios.verification(ws, client, rounds),
             "overhead": lambda: scenarios.overhead(ws), "collect": lambda: scenarios.collection(ws),
             "skip-pushed": lambda: scenarios.skip_pushed(ws, client), "parallel": lambda: scenarios.parallel(ws),
             "build-path": lambda: scenarios.build_path(ws, client), "disk": lambda: scenarios.disk(ws, client)}

@@ -23,7 +23,7 @@ import docker
 from helpers import build, render, verify
 from helpers.config import make_config
 from helpers.dataset import CommitSpec, DockerfileSource
-from helpers.pipeline import BuiltImage, Harness, Produced
+from helpers.pipeline import BuiltImage, CommitRun, Harness, Produced
 from helpers.render.identity import proof_step
 from helpers.source import make_context
 from testkit import corpus
@@ -67,8 +67,12 @@ class Workspace:
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
 
+def commit(harness: Harness, sha: str) -> CommitRun:
+    return harness.commit(CommitSpec(sha, ("human",), DockerfileSource(), 1))
+
+
 def produce(harness: Harness, sha: str) -> BuiltImage:
-    return harness.produce(CommitSpec(sha, ("human",), DockerfileSource(), 1), lambda name, value: None)
+    return commit(harness, sha).produce()
 
 
 def pair(ws: Workspace, slow: int) -> list[Figure]:
@@ -123,27 +127,34 @@ def verification(ws: Workspace, client: docker.DockerClient, rounds: int = 9) ->
     SGLang profile's smoke checks add."""
     figures, plain_runs = [], []
     for editable in (True, False):
-        project = dataclasses.replace(corpus.SYMPY, editable=editable)
-        kind = "editable" if editable else "wheel with bytecode"
-        base = corpus.base_image(client, ws.base_image, project.needs)
-        repo = corpus.make_corpus_repo(ws.root / f"sympy-{int(editable)}", project)
-        harness = corpus.harness_for(project, ws.root / f"sympy-run-{int(editable)}", base, repo.path)
-        parent, child = (produce(harness, sha) for sha in repo.commits)
-        cold = timed(lambda: require_pass(harness.verify(parent)))
-        require_pass(harness.verify(child))
-        checks, floor, plain = [], [], []
-        for _ in range(rounds):             # interleaved: drift on the machine reaches all three alike
-            checks.append(timed(lambda: harness.verify(child)))
-            floor.append(timed(lambda: docker_run(child.ref, "python3", "-c", "import sympy", workdir="/")))
-            plain.append(timed(lambda: docker_run(child.ref, "true")))
+        figure, plain = verify_real_package(ws, client, editable, rounds)
+        figures.append(figure)
         plain_runs += plain
-        median = statistics.median
-        ratio = median(checks) / median(floor)
-        figures.append(Figure(f"verify, {kind}", f"{median(checks):.2f} s / floor {median(floor):.2f} s (docker run "
-                              f"--rm IMAGE python3 -c 'import sympy'; medians of {rounds}); over docker run --rm "
-                              f"IMAGE true {median(plain):.2f} s: {median(checks) / median(plain):.2f}; the parent's "
-                              f"cold first verification {cold:.2f} s", ratio, "<= 1.3", ratio <= 1.3))
     return figures + [smoke_cost(ws, statistics.median(plain_runs), rounds)]
+
+
+def verify_real_package(ws: Workspace, client: docker.DockerClient, editable: bool,
+                        rounds: int) -> tuple[Figure, list[float]]:
+    """sympy's pair built one way, the child's verification against its floor; the `true` runs beside."""
+    project = dataclasses.replace(corpus.SYMPY, editable=editable)
+    kind = "editable" if editable else "wheel with bytecode"
+    base = corpus.base_image(client, ws.base_image, project.needs)
+    repo = corpus.make_corpus_repo(ws.root / f"sympy-{int(editable)}", project)
+    harness = corpus.harness_for(project, ws.root / f"sympy-run-{int(editable)}", base, repo.path)
+    parent, child = (produce(harness, sha) for sha in repo.commits)
+    cold = timed(lambda: require_pass(commit(harness, parent.sha).verify(parent)))
+    require_pass(commit(harness, child.sha).verify(child))
+    checks, floor, plain = [], [], []
+    for _ in range(rounds):             # interleaved: drift on the machine reaches all three alike
+        checks.append(timed(lambda: commit(harness, child.sha).verify(child)))
+        floor.append(timed(lambda: docker_run(child.ref, "python3", "-c", "import sympy", workdir="/")))
+        plain.append(timed(lambda: docker_run(child.ref, "true")))
+    median = statistics.median
+    ratio = median(checks) / median(floor)
+    return Figure(f"verify, {kind}", f"{median(checks):.2f} s / floor {median(floor):.2f} s (docker run --rm IMAGE "
+                  f"python3 -c 'import sympy'; medians of {rounds}); over docker run --rm IMAGE true "
+                  f"{median(plain):.2f} s: {median(checks) / median(plain):.2f}; the parent's cold first "
+                  f"verification {cold:.2f} s", ratio, "<= 1.3", ratio <= 1.3), plain
 
 
 def require_pass(checks: verify.Checks) -> verify.Checks:
@@ -166,13 +177,12 @@ def smoke_cost(ws: Workspace, plain: float, rounds: int) -> Figure:
     image = produce(with_smoke, shas["success"])
     probe_seconds: list[float] = []
     record = lambda name, value: probe_seconds.append(float(value)) if name == "smoke_seconds" else None  # noqa: E731
-    results = with_smoke.verify(image, record)
-    if not results.passed:
-        raise RuntimeError(f"the smoke benchmark's genuine image failed: {verify.summary(results)}")
+    spec = CommitSpec(image.sha, ("human",), DockerfileSource(), 1)
+    require_pass(with_smoke.commit(spec, record).verify(image))
     on, off = [], []
     for _ in range(rounds):
-        on.append(timed(lambda: with_smoke.verify(image, record)))
-        off.append(timed(lambda: without.verify(image)))
+        on.append(timed(lambda: with_smoke.commit(spec, record).verify(image)))
+        off.append(timed(lambda: without.commit(spec).verify(image)))
     added = statistics.median(on) - statistics.median(off)
     asked = len(with_smoke.config.profile.smoke_imports) + len(with_smoke.config.profile.smoke_commands)
     return Figure("verify, smoke added", f"+{added:.2f} s to {statistics.median(off):.2f} s ({asked} smoke checks "
@@ -321,14 +331,14 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
         stored = [tree_bytes(storage)]
         peak, added, sizes = [], [], []
         for sha in repo.commits[:2]:
-            spec = CommitSpec(sha, ("human",), DockerfileSource(), 1)
+            run = commit(harness, sha)
             before = shutil.disk_usage(harness.disk.root).used
-            image = harness.produce(spec, lambda name, value: None)
+            image = run.produce()
             peak.append(shutil.disk_usage(harness.disk.root).used - before)
             sizes.append(client.images.get(image.ref).attrs["Size"])
-            checks = harness.verify(image)
-            harness.publish(image, lambda name, value: None)
-            harness.tidy(Produced(image, checks), lambda name, value: None)
+            checks = run.verify(image)
+            run.publish(image)
+            run.tidy(Produced(image, checks))
             added.append(shutil.disk_usage(harness.disk.root).used - before)
             stored.append(tree_bytes(storage))
     on_disk = added[1] / sizes[0]

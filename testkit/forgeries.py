@@ -79,57 +79,71 @@ install()
 """
 
 
-def forgeries(target: Target) -> dict[str, tuple[str, dict[str, bytes | str], str]]:
-    """name -> (Dockerfile lines after FROM <genuine>, extra context files, the category it must fail with)."""
-    pkg, source = target.pkg, target.source
+@dataclass(frozen=True)
+class Steps:
+    """The shell steps the forgeries are made of, for one target."""
+
+    evil_copy: str          # a copy with a rewritten module whose __init__ claims the genuine path
+    unchecked: str          # an unchecked-hash .pyc of forged code beside the untouched small module
+    timestamp: str          # a timestamp .pyc of forged code with the small module's mtime and size
+    sourceless: str         # a sourceless copy, first on the path through a .pth line
+    rewrite: str            # the genuine copy's loaded module rewritten
+    rewriter: str           # sitecustomize code that rewrites it at every start, never naming the package
+
+
+def steps(target: Target) -> Steps:
+    pkg = target.pkg
     rewrite = f"echo 'BATCH = 999' > {{pkg}}/{target.loaded}"
-    evil_copy = (f"mkdir -p /opt/evil && cp -a {pkg} /opt/evil/ && " + rewrite.format(pkg=f"/opt/evil/{target.package}")
-                 + f" && printf '__file__ = \"{pkg}/__init__.py\"\\n' >> /opt/evil/{target.package}/__init__.py")
     compile_to = ("python3 -c \"import py_compile; py_compile.compile('/tmp/forged.py', cfile='{cfile}', "
                   "dfile='{dfile}'{mode})\"")
     forged = escape(forged_text(target))
-    unchecked = (f"printf '{forged}' > /tmp/forged.py && " + compile_to.format(
-        cfile=target.small_pyc, dfile=f"{pkg}/{target.small}",
-        mode=", invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH"))
-    timestamp = (f"printf '{forged}' > /tmp/forged.py && touch -r {pkg}/{target.small} /tmp/forged.py && "
-                 + compile_to.format(cfile=target.small_pyc, dfile=f"{pkg}/{target.small}", mode=""))
-    sourceless = (f"mkdir -p /opt/sl && cp -a {pkg} /opt/sl/ && " + rewrite.format(pkg=f"/opt/sl/{target.package}")
-                  + f" && python3 -m compileall -q -b /opt/sl/{target.package} && find /opt/sl -name '*.py' -delete"
-                  + f" && echo /opt/sl > {SITE}/00-sl.pth")
-    with_sitecustomize = (f"RUN {rewrite.format(pkg=pkg)} && rm {SITECUSTOMIZE}\n"
-                          f"COPY sitecustomize.py {SITECUSTOMIZE}\n")
-    rewriter = (f"open('{source}/' + '{target.package[:2]}' + '{target.package[2:]}/{target.loaded}', 'w')"
-                ".write('BATCH = 999\\n')\n")       # the package's name never written out whole
+    return Steps(
+        evil_copy=(f"mkdir -p /opt/evil && cp -a {pkg} /opt/evil/ && "
+                   + rewrite.format(pkg=f"/opt/evil/{target.package}")
+                   + f" && printf '__file__ = \"{pkg}/__init__.py\"\\n' >> /opt/evil/{target.package}/__init__.py"),
+        unchecked=(f"printf '{forged}' > /tmp/forged.py && " + compile_to.format(
+            cfile=target.small_pyc, dfile=f"{pkg}/{target.small}",
+            mode=", invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH")),
+        timestamp=(f"printf '{forged}' > /tmp/forged.py && touch -r {pkg}/{target.small} /tmp/forged.py && "
+                   + compile_to.format(cfile=target.small_pyc, dfile=f"{pkg}/{target.small}", mode="")),
+        sourceless=(f"mkdir -p /opt/sl && cp -a {pkg} /opt/sl/ && " + rewrite.format(pkg=f"/opt/sl/{target.package}")
+                    + f" && python3 -m compileall -q -b /opt/sl/{target.package} && find /opt/sl -name '*.py' -delete"
+                    + f" && echo /opt/sl > {SITE}/00-sl.pth"),
+        rewrite=rewrite.format(pkg=pkg),
+        rewriter=(f"open('{target.source}/' + '{target.package[:2]}' + '{target.package[2:]}/{target.loaded}', 'w')"
+                  ".write('BATCH = 999\\n')\n"))
+
+
+def forgeries(target: Target) -> dict[str, tuple[str, dict[str, bytes | str], str]]:
+    """name -> (Dockerfile lines after FROM <genuine>, extra context files, the category it must fail with)."""
+    s, mismatch = steps(target), "verify_source_mismatch"
+    with_sitecustomize = f"RUN {s.rewrite} && rm {SITECUSTOMIZE}\nCOPY sitecustomize.py {SITECUSTOMIZE}\n"
     return {
         "__file__ set to the genuine path, code from PYTHONPATH": (
-            f"RUN {evil_copy}\nENV PYTHONPATH=/opt/evil\n", {}, "verify_source_mismatch"),
+            f"RUN {s.evil_copy}\nENV PYTHONPATH=/opt/evil\n", {}, mismatch),
         "__file__ set to the genuine path, code from a .pth entry": (
-            f"RUN {evil_copy} && echo /opt/evil > {SITE}/00-evil.pth\n", {}, "verify_source_mismatch"),
-        "sitecustomize prints a fake facts line at exit": (
-            with_sitecustomize,
-            {"sitecustomize.py": "import atexit\natexit.register(lambda: print('HARNESS-FACTS:{}'))\n"},
-            "verify_source_mismatch"),
+            f"RUN {s.evil_copy} && echo /opt/evil > {SITE}/00-evil.pth\n", {}, mismatch),
+        "sitecustomize prints a fake facts line at exit": (with_sitecustomize, {
+            "sitecustomize.py": "import atexit\natexit.register(lambda: print('HARNESS-FACTS:{}'))\n"}, mismatch),
         "sitecustomize prints a fake facts line at start": (
-            with_sitecustomize, {"sitecustomize.py": "print('HARNESS-FACTS:{}', flush=True)\n"},
-            "verify_source_mismatch"),
+            with_sitecustomize, {"sitecustomize.py": "print('HARNESS-FACTS:{}', flush=True)\n"}, mismatch),
         "sitecustomize rewrites the package's files at every start": (
-            f"RUN rm {SITECUSTOMIZE}\nCOPY sitecustomize.py {SITECUSTOMIZE}\n", {"sitecustomize.py": rewriter},
-            "verify_source_mismatch"),
+            f"RUN rm {SITECUSTOMIZE}\nCOPY sitecustomize.py {SITECUSTOMIZE}\n", {"sitecustomize.py": s.rewriter},
+            mismatch),
         "a .pth import hook patches a function after it loads": (
             "COPY patch.py /opt/patch.py\n"
             f"RUN echo \"import sys; exec(open('/opt/patch.py').read())\" > {SITE}/00-patch.pth\n",
-            {"patch.py": patch_hook(target)}, "verify_source_mismatch"),
-        "an unchecked-hash .pyc beside an untouched .py": (f"RUN {unchecked}\n", {}, "verify_source_mismatch"),
-        "a timestamp .pyc with the source's mtime and size": (f"RUN {timestamp}\n", {}, "verify_source_mismatch"),
-        "a sourceless .pyc package first on the path": (f"RUN {sourceless}\n", {}, "verify_source_mismatch"),
+            {"patch.py": patch_hook(target)}, mismatch),
+        "an unchecked-hash .pyc beside an untouched .py": (f"RUN {s.unchecked}\n", {}, mismatch),
+        "a timestamp .pyc with the source's mtime and size": (f"RUN {s.timestamp}\n", {}, mismatch),
+        "a sourceless .pyc package first on the path": (f"RUN {s.sourceless}\n", {}, mismatch),
         # the copy is genuine but for its bytecode, and only a start-up hook's sys.path edit leads to it
         "a .pth line puts a copy with forged bytecode first on the path": (
-            f"RUN mkdir -p /opt/cp && cp -a {pkg} /opt/cp/ && "
-            + unchecked.replace(f"{pkg}/", f"/opt/cp/{target.package}/")
-            + f" && echo \"import sys; sys.path.insert(0, '/opt/cp')\" > {SITE}/00-cp.pth\n", {},
-            "verify_source_mismatch"),
+            f"RUN mkdir -p /opt/cp && cp -a {target.pkg} /opt/cp/ && "
+            + s.unchecked.replace(f"{target.pkg}/", f"/opt/cp/{target.package}/")
+            + f" && echo \"import sys; sys.path.insert(0, '/opt/cp')\" > {SITE}/00-cp.pth\n", {}, mismatch),
         "an extension module shadows the source module": (
-            f"COPY forged.so {target.small_extension}\n", {"forged.so": b""}, "verify_source_mismatch"),
+            f"COPY forged.so {target.small_extension}\n", {"forged.so": b""}, mismatch),
     }
 
 

@@ -11,15 +11,16 @@ pytestmark = pytest.mark.docker
 
 
 def test_benchmark_prints_its_figures_with_the_machine(base_image, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench", "--only", "collect,skip-pushed,verify",
+    done = subprocess.run([sys.executable, "-m", "bench", "--only", "collect,skip-pushed,verify", "--rounds", "1",
                            "--base-image", base_image, "--json", str(tmp_path / "figures.json")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert done.returncode == (1 if any(f["met"] is False for f in figures) else 0), done.stdout + done.stderr
     assert done.stdout.startswith("machine: ")
-    for name in ("collect", "skip-pushed", "verify"):
+    for name in ("collect", "skip-pushed", "verify, editable", "verify, wheel with bytecode"):
         assert f"\n{name} " in done.stdout
-    assert [f["name"] for f in figures] == ["collect", "skip-pushed", "verify", "verify, smoke added"]
+    assert [f["name"] for f in figures] == ["collect", "skip-pushed", "verify, editable", "verify, wheel with bytecode",
+                                            "verify, smoke added"]
     assert figures[-1]["met"] is None and figures[-1]["measured"].startswith("+")      # reported, no target
 
 

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.docker
 
 
 def produce(harness, sha: str) -> BuiltImage:
-    return harness.produce(CommitSpec(sha, ("commit",), DockerfileSource(), 1), lambda name, value: None)
+    return harness.commit(CommitSpec(sha, ("commit",), DockerfileSource(), 1)).produce()
+
+
+def verify(harness, image: BuiltImage):
+    return harness.commit(CommitSpec(image.sha, ("commit",), DockerfileSource(), 1)).verify(image)
 
 
 @pytest.mark.parametrize("project", corpus.CORPUS, ids=lambda p: p.name)
@@ -56,7 +60,7 @@ def real_sglang(docker_client, base_image, tmp_path_factory):
     repo = corpus.make_corpus_repo(root / "repo", project)
     harness = corpus.harness_for(corpus.SGLANG, root / "run", base, repo.path)
     image = produce(harness, repo.commits[0])
-    checks = harness.verify(image)
+    checks = verify(harness, image)
     assert checks.passed, "\n".join(c.line() for c in checks)
     files = corpus.package_files(corpus.sdist("sglang", SGLANG_RELEASE), corpus.SGLANG)
     yield harness, image, files[REAL.small].decode()
@@ -71,7 +75,7 @@ def test_each_forgery_of_real_sglang_fails_with_its_category(name, real_sglang, 
         files = {"forged.so": extension_module(tmp_path, REAL.small.rsplit("/", 1)[-1][:-3])}
     ref = build(docker_client, f"FROM {genuine.ref}\n{lines}", files, repository="corpus.local/forged")
     try:
-        checks = harness.verify(BuiltImage(genuine.sha, ref))
+        checks = verify(harness, BuiltImage(genuine.sha, ref))
         failed = checks.first_failure()
         assert failed is not None and failed.category == expected, "\n".join(c.line() for c in checks)
     finally:
@@ -86,7 +90,7 @@ def test_a_later_copy_of_another_distribution_is_noted_and_the_same_module_earli
     harness = corpus.harness_for(corpus.ZIPP, tmp_path / "run", base_image, repo.path)
     image = produce(harness, repo.commits[0])
     try:
-        checks = harness.verify(image)
+        checks = verify(harness, image)
         assert checks.passed, "\n".join(c.line() for c in checks)
         assert "noted: /usr/lib/python3/dist-packages/zipp.py (module of zipp-1.0.0) comes after the loaded copy" \
                in checks.source_tree.found
@@ -94,7 +98,7 @@ def test_a_later_copy_of_another_distribution_is_noted_and_the_same_module_earli
                         "/usr/lib/python3/dist-packages/zipp.py /opt/early/\nENV PYTHONPATH=/opt/early\n",
                         repository="corpus.local/forged")
         try:
-            checks = harness.verify(BuiltImage(image.sha, earlier))
+            checks = verify(harness, BuiltImage(image.sha, earlier))
             assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
             assert "/opt/early/zipp.py: a module file named like the package shadows it" in checks.source_tree.found
         finally:

@@ -87,3 +87,39 @@ def test_the_builtin_profiles_have_smoke_lists_and_a_server():
         assert profile.smoke_imports and profile.smoke_commands and profile.serve_command and profile.serve_port
     assert {"sgl_kernel", "flashinfer", "sglang.launch_server"} <= set(SGLANG.smoke_imports)
     assert {"vllm._C", "vllm.entrypoints.openai.api_server"} <= set(VLLM.smoke_imports)
+
+
+def test_a_base_passes_on_the_build_shape_but_not_its_own_modules_checks(tmp_path):
+    other = tmp_path / "other.toml"
+    other.write_text('base = "vllm"\nname = "other"\nimport_name = "other"\ndistribution = "other"\n'
+                     'image_name = "other-img"\nrepo_url = "https://example.com/org/other.git"\n')
+    profile = load_profile_file(other)
+    assert (profile.editable_required, profile.import_from_workdir, profile.fixes, profile.build_products) == (
+        VLLM.editable_required, VLLM.import_from_workdir, VLLM.fixes, VLLM.build_products)
+    assert (profile.smoke_imports, profile.smoke_commands, profile.serve_command, profile.check_modules) == \
+        ((), (), "", ())
+    same = tmp_path / "same.toml"
+    same.write_text('base = "vllm"\nname = "my-vllm"\nimage_name = "my-vllm-img"\n')
+    assert load_profile_file(same).smoke_imports == VLLM.smoke_imports       # the same import name keeps them
+    given = tmp_path / "given.toml"
+    given.write_text('base = "vllm"\nname = "other"\nimport_name = "other"\nsmoke_imports = ["other.server"]\n')
+    assert load_profile_file(given).smoke_imports == ("other.server",)
+
+
+@pytest.mark.parametrize("package_dir, error", [
+    ("src/mini", None),
+    ("lib/mini/", None),
+    ("src/other", "must be a relative path inside the repository ending in the package's folder 'mini'"),
+    ("/abs/mini", "must be a relative path"),
+    ("../mini", "must be a relative path"),
+])
+def test_package_dir_says_where_the_package_lives_apart_from_what_pip_installs(tmp_path, package_dir, error):
+    path = tmp_path / "src-layout.toml"
+    path.write_text(f'base = "sglang"\nname = "mini"\nimport_name = "mini"\ndistribution = "mini"\n'
+                    f'source_subdir = ""\npackage_dir = "{package_dir}"\n')
+    if error:
+        with pytest.raises(ConfigError, match=error):
+            load_profile_file(path)
+        return
+    profile = load_profile_file(path)
+    assert profile.package_path == package_dir.strip("/") and profile.source_subdir == ""
