@@ -37,8 +37,11 @@ def test_same_specification_shares_the_layer_a_new_one_rebuilds_it(harness_runne
         logs[sha] = run.log(sha)
     name, cached = dependency_step(logs[parent])
     assert re.fullmatch(r"RUN --mount=type=cache,target=/root/.cache/pip python3 -m pip --version +&& mkdir -p sglang "
-                        r"&& true +&& cd sglang +&& python3 -m pip install --no-build-isolation "
-                        r"--break-system-packages --no-index --find-links /opt/wheelhouse/\w+ slowdep==1.0", name), name
+                        r"&& true +&& cd sglang +&& mkdir -p /tmp/harness-deps && python3 -c .* "
+                        r"/tmp/harness-deps/harness_deps-0-py3-none-any.whl slowdep==1.0 && python3 -m pip install "
+                        r"--no-build-isolation --break-system-packages --no-index --find-links /opt/wheelhouse/\w+ "
+                        r"/tmp/harness-deps/harness_deps-0-py3-none-any.whl && python3 -m pip uninstall -y "
+                        r"--break-system-packages harness-deps && rm -rf /tmp/harness-deps", name), name
     assert cached is False
     assert dependency_step(logs[child])[1] is True                       # same spec: reused
     name, cached = dependency_step(logs[moved])

@@ -1,10 +1,9 @@
-"""The dependency layer and the package caches: tables of pure rewrites."""
+"""Dependencies read from the commit's specification, and the package caches: tables of pure functions."""
 import pytest
 
-from helpers.profiles import SGLANG, VLLM
-from helpers.render import pin_source
-from helpers.render.deps import add_package_caches, dependency_list, split_dependency_layer
-from helpers.render.dockerfile import MOUNT_FLAG
+from helpers.profiles import SGLANG
+from helpers.render.caches import COMPILER_MOUNT, add_compiler_caches, add_package_caches
+from helpers.render.deps import dependency_list
 
 PYPROJECT = """[project]
 name = "sglang"
@@ -47,53 +46,6 @@ def test_dynamic_dependencies_from_a_file():
     assert dependency_list(files, "", set()) == ["torch==2.4", "ray>=2.9"]
 
 
-def pinned(run: str) -> str:
-    return pin_source(f"FROM base\nARG BUILD_TYPE=all\nWORKDIR /sgl-workspace\n{run}\n", SGLANG)
-
-
-def test_pinned_install_is_split_into_dependency_and_source_layers():
-    text = pinned("RUN pip install -U pip && git clone https://github.com/sgl-project/sglang.git && cd sglang "
-                  "&& PIP_X=1 pip install --no-cache-dir -i https://idx -e \"python[${BUILD_TYPE}]\" && echo done")
-    split, notes = split_dependency_layer(text, SGLANG, FILES)
-    assert split == (
-        "FROM base\nARG BUILD_TYPE=all\nWORKDIR /sgl-workspace\n"
-        "RUN pip install -U pip && mkdir -p sglang && true && cd sglang && PIP_X=1 pip install --no-cache-dir "
-        "-i https://idx requests 'tqdm>=4' torch==2.3.0 'uvloop; sys_platform == \"linux\"' 'openai>=1.0' "
-        "&& echo done\n"
-        f"RUN {MOUNT_FLAG} mkdir -p /sgl-workspace/sglang && cp -a /tmp/harness-src/. /sgl-workspace/sglang && "
-        "cd /sgl-workspace/sglang && PIP_X=1 pip install --no-cache-dir -i https://idx --no-deps "
-        "-e \"python[${BUILD_TYPE}]\"\n")
-    assert notes == ["dependencies (5) in a layer keyed by their specification; the source installed after them "
-                     "with --no-deps"]
-
-
-def test_no_deps_install_and_index_flags_with_shell_variables():
-    text = pinned("RUN git clone https://github.com/sgl-project/sglang.git && cd sglang && export CU=124 && "
-                  "pip install --no-deps --extra-index-url https://x/cu${CU} -e python")
-    split, _ = split_dependency_layer(text, SGLANG, FILES)
-    assert "export CU=124 && true\n" in split
-    assert split.endswith("cd /sgl-workspace/sglang && pip install --no-deps -e python\n")
-
-
-@pytest.mark.parametrize("run", [
-    "RUN git clone https://github.com/sgl-project/sglang.git && cd $SOMEWHERE && pip install -e python",
-    "RUN git clone https://github.com/sgl-project/sglang.git && cd sglang && pip install -e \"python[gpu]\"",
-    "RUN git clone https://github.com/sgl-project/sglang.git && cd sglang && pip install python",
-    "RUN git clone https://github.com/sgl-project/sglang.git && cd sglang && pip install -e /elsewhere/python",
-])
-def test_what_cannot_be_split_exactly_stays_as_it_was(run):
-    text = pinned(run)
-    assert split_dependency_layer(text, SGLANG, FILES) == (text, [])
-
-
-def test_vllm_style_root_project_is_split_too():
-    text = pin_source("FROM base\nWORKDIR /w\nRUN git clone https://github.com/vllm-project/vllm.git && "
-                      "cd vllm && pip install -e .\n", VLLM)
-    files = {"pyproject.toml": '[project]\nname = "vllm"\ndependencies = ["ray"]\n'}
-    split, notes = split_dependency_layer(text, VLLM, files)
-    assert "cd vllm && pip install ray\n" in split and split.endswith("cd /w/vllm && pip install --no-deps -e .\n")
-
-
 @pytest.mark.parametrize("text, expected", [
     ("FROM b\nRUN pip install --no-cache-dir x\n",
      "FROM b\nRUN --mount=type=cache,target=/root/.cache/pip pip install x\n"),
@@ -111,11 +63,25 @@ def test_package_caches(text, expected):
     assert add_package_caches(text)[0] == expected
 
 
-@pytest.mark.parametrize("after", ["cp -r sgl-kernel/python/sgl_kernel /usr/lib/python3/dist-packages/",
-                                   "pip install -r python/requirements-extra.txt"])
-def test_a_chain_whose_later_steps_read_the_source_is_not_split(after):
-    """The dependency layer runs without the source: a step after the copy that may read it keeps the RUN whole."""
-    text = pinned("RUN git clone https://github.com/sgl-project/sglang.git && cd sglang "
-                  f"&& pip install -e \"python[${{BUILD_TYPE}}]\" && {after}")
-    split, notes = split_dependency_layer(text, SGLANG, FILES)
-    assert split == text and notes == []
+SOURCED = "FROM b\nRUN --mount=type=bind,source=.,target=/tmp/harness-src cp -a /tmp/harness-src/. /s\n"
+
+
+@pytest.mark.parametrize("step, mounted", [
+    ("RUN cd /s/sgl-kernel && make", True),
+    ("RUN cmake -S /s -B /b && cmake --build /b", True),
+    ("RUN python3 setup.py bdist_wheel --dist-dir=dist", True),
+    ("RUN pip wheel /s -w /w", True),
+    ("RUN pip install /s/sgl-kernel", True),
+    ("RUN python3 -m build /s", True),
+    ("RUN pip install torch", False),                                    # from an index: nothing compiled here
+    ("RUN --mount=type=cache,target=/root/.cache/ccache make", False),   # it has one
+    ("RUN sccache --show-stats && make", False),
+    ("USER app\nRUN make", False),                                       # not root's cache folder
+])
+def test_compile_steps_where_the_source_is_get_a_compiler_cache(step, mounted):
+    text, notes = add_compiler_caches(SOURCED + step + "\n", SGLANG)
+    assert (COMPILER_MOUNT in text) is mounted and bool(notes) is mounted
+
+
+def test_no_compiler_cache_before_the_stage_holds_the_source():
+    assert add_compiler_caches("FROM b\nRUN make -C /opt/tool\n", SGLANG)[1] == []

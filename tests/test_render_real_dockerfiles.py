@@ -69,3 +69,61 @@ def test_real_dockerfile_renders_pinned_with_identity(profile: Profile, text: st
     after_proof = [line.split()[0] for line in lines[proof_at + 1:] if line.strip() and not line.startswith("#")]
     assert set(after_proof) <= {"ENTRYPOINT", "CMD", "ENV", "WORKDIR", "EXPOSE", "LABEL", "USER"}
     accepted_by_buildkit(rendered)
+
+
+# What a child's build runs again: every step from the first that reads the build context (a COPY or ADD
+# from it, or the harness's bind mount of it) on, in the final stage; light: the source step, the
+# identity (its ARG and the proof file) and instructions that only set the image's metadata.
+LIGHT = {"ENV", "WORKDIR", "CMD", "ENTRYPOINT", "EXPOSE", "LABEL", "USER", "ARG", "STOPSIGNAL", "HEALTHCHECK"}
+
+
+def rebuilt_by_a_child(rendered: str) -> list[str]:
+    commands = buildkit_parser.parse_string(rendered)
+    stage_starts = [i for i, c in enumerate(commands) if c.cmd.upper() == "FROM"]
+    for start, end in zip(stage_starts, stage_starts[1:] + [len(commands)], strict=True):
+        stage = commands[start:end]
+        reads = [i for i, c in enumerate(stage) if MOUNT_FLAG in c.original or
+                 c.cmd.upper() in ("COPY", "ADD") and not any(f.startswith("--from") for f in c.flags)
+                 and not c.value[0].startswith("<<")]                    # a heredoc is not the context
+        if reads and end != len(commands):
+            return [f"stage {len(stage_starts)} reads the context: {stage[reads[0]].original[:80]}"]
+        if reads:
+            return [c.original for c in stage[reads[0]:]]
+    return []
+
+
+@pytest.fixture(scope="module")
+def sglang_specification() -> dict[str, str]:
+    """SGLang's real dependency specification (its released pyproject.toml: PEP 621, `all` naming
+    `sglang[srt]` and the others), from the package index."""
+    import tarfile
+
+    from testkit import corpus
+    with tarfile.open(corpus.sdist("sglang", "0.4.3")) as tar:
+        return {"python/pyproject.toml": tar.extractfile("sglang-0.4.3/pyproject.toml").read().decode()}
+
+
+@pytest.mark.parametrize("sha, text", SGLANG_FILES, ids=[sha for sha, _ in SGLANG_FILES])
+def test_a_child_of_every_real_sglang_dockerfile_rebuilds_one_light_step(sha, text, sglang_specification):
+    rendered = render(text, RenderOptions(SGLANG, sha="a" * 40, fixes=frozenset(SGLANG.fixes),
+                                          project_files=sglang_specification)).text
+    rebuilt = rebuilt_by_a_child(rendered)
+    heavy = [step for step in rebuilt if step.split()[0].upper() not in LIGHT
+             and MOUNT_FLAG not in step and step != proof_step(SGLANG)]
+    assert [step for step in rebuilt if MOUNT_FLAG in step][:1], rebuilt
+    assert heavy == [], "\n".join(rebuilt)
+    assert not [s for s in rebuilt if MOUNT_FLAG in s][0].count("pip install") > 1
+
+
+@pytest.mark.parametrize("sha, text", VLLM_FILES, ids=[sha for sha, _ in VLLM_FILES])
+def test_every_real_vllm_compile_step_has_a_compiler_cache(sha, text):
+    from helpers.render.caches import compiles
+    from helpers.render.dockerfile import keyword_end, parse, stages
+    from helpers.render.shellwords import walk
+    rendered = render(text, RenderOptions(VLLM, sha="a" * 40, fixes=frozenset(VLLM.fixes),
+                                          scm_version="0.0.0+gaaaaaaaaaaaa")).text
+    doc = parse(rendered)
+    for inst, state in stages(doc, VLLM):
+        if inst.cmd == "RUN" and not inst.is_json and state.is_root and state.has_source and \
+                any(compiles(cmd) for _, cmd, _ in walk(inst.text, keyword_end(inst.text), state.workdir)):
+            assert "ccache" in inst.text, inst.text

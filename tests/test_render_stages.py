@@ -3,7 +3,7 @@ working directory, variables, user and whether the project's source is there."""
 from __future__ import annotations
 
 from helpers.profiles import SGLANG
-from helpers.render.deps import add_package_caches
+from helpers.render.caches import add_package_caches
 from helpers.render.dockerfile import insert_in_final_stage, parse, stages
 
 MULTI_STAGE = """\

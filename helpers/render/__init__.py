@@ -1,9 +1,9 @@
 """Render: the Dockerfile rewrites, each a pure `str -> str` function, applied in order.
 
-    fixes (syntax, .git mounts, wheel size check) -> pin_source -> dependency layer
-        -> undo the old recipe's early identity -> declare_identity
+    fixes (syntax, .git mounts, wheel size check) -> pin_source -> late source (dependencies in the
+        source's place, the source itself last) -> undo the old recipe's early identity -> declare_identity
         -> setuptools-scm version and dependency cut-off, declared late
-        -> package cache mounts -> map_base_images
+        -> package and compiler cache mounts -> map_base_images
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from helpers.context_fixes import AppliedFix
 from helpers.profiles import Profile
 from helpers.render.base_images import BaseImageMap, map_base_images, parse_mapping
-from helpers.render.deps import add_package_caches, split_dependency_layer
+from helpers.render.caches import add_compiler_caches, add_package_caches
 from helpers.render.fixes import DOCKERFILE_FIXES
 from helpers.render.identity import (
     FREEZE_ARGS,
@@ -23,6 +23,7 @@ from helpers.render.identity import (
     scm_arg_names,
     undo_early_identity,
 )
+from helpers.render.late import late_source
 from helpers.render.pin import pin_source_report
 
 __all__ = ["RenderOptions", "Rendered", "render", "pin_source", "declare_identity", "map_base_images",
@@ -66,8 +67,8 @@ def render(text: str, options: RenderOptions) -> Rendered:
             applied += [AppliedFix(name, change) for change in changes]
     text, notes = pin_source_report(text, options.profile, options.repo_ids)
     if options.dependency_layer:
-        text, split = split_dependency_layer(text, options.profile, options.project_files)
-        notes += split
+        text, moved = late_source(text, options.profile, options.project_files)
+        notes += moved
     text, undone = undo_early_identity(text, options.profile)
     notes += undone
     text = declare_identity(text, options.profile)
@@ -83,5 +84,7 @@ def render(text: str, options: RenderOptions) -> Rendered:
     if options.package_cache:
         text, cached = add_package_caches(text)
         notes += cached
+        text, compiled = add_compiler_caches(text, options.profile)
+        notes += compiled
     text = map_base_images(text, options.base_images)
     return Rendered(text, tuple(notes), tuple(applied), build_args)
