@@ -20,7 +20,7 @@ from typing import IO
 
 from helpers.errors import BuildFailed, BuildTimeout, ConfigError, InfraError
 
-__all__ = ["BuildFailed", "BuildRequest", "BuildResult", "Driver", "build_argv", "detect_driver", "run_build"]
+__all__ = ["BuildFailed", "BuildRequest", "BuildResult", "Driver", "Step", "build_argv", "detect_driver", "run_build"]
 
 BUILD_ENV = {"DOCKER_BUILDKIT": "1", "BUILDX_GIT_INFO": "0", "BUILDKIT_PROGRESS": "plain"}
 CLIENT_CANDIDATES = ("docker", "/usr/bin/docker", "/usr/local/bin/docker")
@@ -46,13 +46,40 @@ class BuildRequest:
     builder: str | None = None
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
+    inline_cache: bool = False          # cache metadata in the image itself, for later builds' --cache-from
+
+
+# A rebuilt step that took this long is named in the report: a child's build should rebuild none.
+HEAVY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One build step as BuildKit reported it: `[2/7] RUN ...`, taken from cache or run, and how long."""
+
+    name: str
+    cached: bool
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class BuildResult:
     seconds: float
     log_path: Path
-    cached_steps: tuple[str, ...] = field(default_factory=tuple)
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def cached_steps(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.steps if s.cached)
+
+    @property
+    def heavy(self) -> tuple[Step, ...]:
+        """The steps that ran (not from cache) for HEAVY_SECONDS or more."""
+        return tuple(s for s in self.steps if not s.cached and (s.seconds or 0) >= HEAVY_SECONDS)
+
+    def describe_steps(self) -> str:
+        ran = sum(not s.cached for s in self.steps)
+        return f"{ran} of {len(self.steps)} run, {len(self.steps) - ran} from cache"
 
 
 def _works(argv: list[str]) -> bool:
@@ -101,30 +128,51 @@ def build_argv(driver: Driver, request: BuildRequest) -> list[str]:
         argv += ["--cache-from", ref]
     for ref in request.cache_to:
         argv += ["--cache-to", ref]
+    if request.inline_cache:
+        argv += ["--cache-to", "type=inline"] if driver.kind == "buildx" else ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
     return argv + [str(request.context)]
 
 
 class LogPump(threading.Thread):
-    """Copies the build's output to the log file, keeps its tail and notes the cached steps."""
+    """Copies the build's output to the log file, keeps its tail and notes each step: its name (`[2/7] RUN
+    ...`), whether BuildKit took it from cache, how long it ran."""
+
+    STEP = re.compile(r"#(\d+) (\[[^\]]*\d+/\d+\] .*|CACHED|DONE (\d+(?:\.\d+)?)s)$")
 
     def __init__(self, stream: IO[bytes], log: IO[str]):
         super().__init__(daemon=True)
         self.stream, self.log = stream, log
         self.tail: deque[str] = deque(maxlen=60)
-        self.cached: list[str] = []
+        self.names: dict[str, str] = {}
+        self.outcomes: dict[str, Step] = {}
 
     def run(self) -> None:
-        steps: dict[str, str] = {}
         for raw in iter(self.stream.readline, b""):
             line = raw.decode("utf-8", errors="replace")
             self.log.write(line)
             self.log.flush()
             self.tail.append(line)
-            step = re.match(r"#(\d+) (\[.*\] .*|CACHED)$", line.rstrip())
-            if step and step.group(2) == "CACHED":
-                self.cached.append(steps.get(step.group(1), step.group(1)))
-            elif step:
-                steps[step.group(1)] = step.group(2)
+            self.note(line.rstrip())
+
+    def note(self, line: str) -> None:
+        match = self.STEP.match(line)
+        if not match:
+            return
+        number, what = match.group(1), match.group(2)
+        if what == "CACHED" and number in self.names:
+            self.outcomes[number] = Step(self.names[number], True)
+        elif what.startswith("DONE") and number in self.names and number not in self.outcomes:
+            self.outcomes[number] = Step(self.names[number], False, float(match.group(3)))
+        elif what.startswith("[") and not re.match(r"\[[^\]]*\] FROM ", what):     # a base image: no build step
+            self.names.setdefault(number, what)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(self.outcomes[n] for n in sorted(self.outcomes, key=int))
+
+    @property
+    def cached(self) -> list[str]:
+        return [s.name for s in self.steps if s.cached]
 
 
 def _die_with_parent() -> None:
@@ -164,7 +212,7 @@ def run_build(argv: list[str], log_path: Path, timeout: float) -> BuildResult:
         pump.join(timeout=30)
     if proc.returncode != 0:
         raise BuildFailed("the build failed", log_tail="".join(pump.tail), exit_status=proc.returncode)
-    return BuildResult(time.monotonic() - started, log_path, tuple(pump.cached))
+    return BuildResult(time.monotonic() - started, log_path, pump.steps)
 
 
 def stop(proc: subprocess.Popen, grace: float = 15) -> None:

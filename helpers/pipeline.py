@@ -6,6 +6,7 @@ commit's journey, a `CommitRun`, through the stages on those resources.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import posixpath
 import time
@@ -41,6 +42,7 @@ class BuiltImage:
     patched: dict[str, bytes] = field(default_factory=dict)
     verified_ref: str | None = None
     scm_version: str | None = None      # the version its build was given (setuptools-scm projects)
+    cache_tags: list[str] = field(default_factory=list)     # pushed too, for other machines' builds
     local: bool = False                 # this run put it in the engine (built it, or pulled it to verify)
 
     @property
@@ -226,7 +228,8 @@ class CommitRun:
         return image
 
     def publish(self, image: BuiltImage) -> None:
-        """Push a verified image, then the registry must serve the pushed digest under the tag."""
+        """Push a verified image, then the registry must serve the pushed digest under the tag; then its cache
+        tags, for other machines' builds."""
         harness = self.harness
         pushed = publish.push(harness.docker, image.ref, harness.credentials, self.config.push_retries,
                               self.config.push_backoff)
@@ -234,6 +237,12 @@ class CommitRun:
         publish.confirm_pushed(harness.registry, self.config.image, image.sha, pushed.digest)
         image.digest = pushed.digest
         self.record("digest", image.digest)
+        if image.cache_tags:
+            failed = publish.push_cache_tags(harness.docker, image.ref, image.cache_tags, harness.credentials,
+                                             self.config.push_retries, self.config.push_backoff)
+            self.record("cache_tags", ", ".join(image.cache_tags))
+            if failed:
+                self.record("cache_tags_failed", "; ".join(failed))
 
     def patched_files(self, sha: str) -> dict[str, bytes]:
         """--verify-only: what the context fixes change in this commit (the image holds those bytes)."""
@@ -264,16 +273,31 @@ class CommitRun:
             self.record("fixes", "; ".join(str(f) for f in fixes))
         return Prepared(self.spec, origin, original, rendered, fixes, tuple(ctx.notes) + rendered.notes)
 
+    def cache_tags(self, prepared: Prepared) -> list[str]:
+        """The image repository's tags this build can take layers from, and that its image is pushed under
+        too: one per layers key (commits with the same Dockerfile and dependency set), one per Dockerfile
+        as written (the layers before the dependencies). None when nothing goes to a registry."""
+        if not self.config.push or self.config.verify_only:
+            return []
+        written = hashlib.sha256(prepared.original.encode()).hexdigest()[:16]
+        return [f"cache-{prepared.rendered.layers_key()}", f"cache-dockerfile-{written}"]
+
     def build(self, prepared: Prepared, ctx: source.BuildContext, image: BuiltImage) -> None:
         harness = self.harness
         log_path = self.write_log_header(prepared, image)
         self.record("log", str(log_path))
+        repository = image.ref.rsplit(":", 1)[0]
+        shared = tuple(f"{repository}:{tag}" for tag in self.cache_tags(prepared))
+        inline = bool(shared) and not self.config.cache_to
         request = build.BuildRequest(
             dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref, build_args=prepared.rendered.build_args,
             labels={verify.REVISION_LABEL: image.sha, COMMIT_LABEL: image.sha,
                     "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
             platform=self.config.platform, builder=self.config.builder,
-            cache_from=self.config.cache_from, cache_to=self.config.cache_to)
+            cache_from=self.config.cache_from + shared, cache_to=self.config.cache_to, inline_cache=inline)
+        if shared:
+            self.record("cache_from", ", ".join(shared))
+            image.cache_tags = self.cache_tags(prepared)
         try:
             result = build.run_build(build.build_argv(harness.driver, request), log_path, self.config.build_timeout)
         except build.BuildFailed as e:
@@ -287,6 +311,9 @@ class CommitRun:
         image.local = True
         image.build_seconds = round(result.seconds, 2)
         self.record("build_seconds", image.build_seconds)
+        self.record("build_steps", result.describe_steps())
+        if result.heavy:
+            self.record("rebuilt_heavy", "; ".join(f"{s.name[:100]} ({s.seconds:.0f} s)" for s in result.heavy))
 
     def scm_version(self, sha: str) -> str | None:
         """The version the project's setuptools-scm gives the commit, when the scm_version fix is on."""

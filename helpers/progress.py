@@ -90,6 +90,8 @@ class Finished:
     category: str
     build_seconds: str
     detail: str            # the image of a success, the reason of a failure or skip
+    steps: str = "-"       # "3/18": build steps run of all (the rest from cache)
+    heavy: str = ""        # the heavy steps this build ran again
 
 
 class RunProgress:
@@ -107,19 +109,23 @@ class RunProgress:
         detail = properties.get("image") or (f"prepared in {properties['prepared']}" if "prepared" in properties
                                              else "") if outcome == "passed" else (
             properties.get("reason") or (reasons[0] if reasons else ""))[:160]
+        steps = re.match(r"(\d+) of (\d+) run", properties.get("build_steps", ""))
         done = Finished(sha, properties.get("roles", ""), outcome,
                         properties.get("category", "" if outcome != "failed" else "infra_error"),
-                        properties.get("build_seconds", "-"), detail)
+                        properties.get("build_seconds", "-"), detail, f"{steps[1]}/{steps[2]}" if steps else "-",
+                        properties.get("rebuilt_heavy", ""))
         self.finished.append(done)
         name = done.sha[:12] if re.fullmatch(r"[0-9a-f]{40}", done.sha) else done.sha
+        heavy = f"  rebuilt heavy: {done.heavy[:200]}" if done.heavy else ""
         return (f"[{len(self.finished):>4}] {done.result.upper():7} {done.roles:12} {name:12} "
-                f"{done.category or '-':24} build {done.build_seconds:>8}s  {done.detail}")
+                f"{done.category or '-':24} build {done.build_seconds:>8}s {done.steps:>7} steps  {done.detail}{heavy}")
 
     def table(self) -> list[str]:
         if not self.finished:
             return []
-        rows = [("result", "category", "roles", "commit", "build s", "image or reason")]
-        rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.detail) for f in self.finished]
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)) + "  " + row[5]
+        rows = [("result", "category", "roles", "commit", "build s", "steps run", "image or reason")]
+        rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.steps,
+                  f.detail + (f" (rebuilt heavy: {f.heavy[:200]})" if f.heavy else "")) for f in self.finished]
+        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths, strict=True)) + "  " + row[6]
                 for row in rows]

@@ -16,7 +16,7 @@ import docker
 import docker.auth
 import requests
 
-from helpers.errors import ConfigError, InfraError, PushFailed
+from helpers.errors import ConfigError, HarnessError, InfraError, PushFailed
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -135,6 +135,26 @@ def push(client: docker.DockerClient, ref: str, credentials: Credentials | None,
             break
         sleep(backoff * 2 ** attempt)
     raise PushFailed(f"push of {ref} failed after {attempt + 1} attempt(s): {error}")
+
+
+def push_cache_tags(client: docker.DockerClient, ref: str, tags: list[str], credentials: Credentials | None,
+                    retries: int = 3, backoff: float = 2.0) -> list[str]:
+    """The pushed image under more tags of its repository (the layers are there already: a manifest each),
+    each local tag removed again; the tags that failed, with why (a failure costs only their reuse)."""
+    repository = ref.rsplit(":", 1)[0]
+    failed = []
+    for tag in tags:
+        try:
+            client.api.tag(ref, repository, tag)
+            push(client, f"{repository}:{tag}", credentials, retries, backoff)
+        except (HarnessError, docker.errors.DockerException, requests.RequestException) as e:
+            failed.append(f"{tag}: {str(e)[:200]}")
+        finally:
+            try:
+                client.api.remove_image(f"{repository}:{tag}", noprune=True)
+            except (docker.errors.DockerException, requests.RequestException):
+                pass
+    return failed
 
 
 def _push_once(client: docker.DockerClient, repository: str, tag: str,

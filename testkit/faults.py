@@ -135,20 +135,18 @@ class SecondEngine:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class SmallDiskEngine(SecondEngine):
-    """A second dockerd whose data root is a size-limited tmpfs, on its own bridge in this host's
-    network namespace (so that it pushes to the tests' registry on loopback; a bridge of its own
-    leaves the main engine's docker0 alone, which `--bridge=none` would not: BuildKit needs one)."""
+class HostNetworkEngine(SecondEngine):
+    """A second dockerd on its own bridge in this host's network namespace (so that it reaches the tests'
+    registry on loopback, as a second machine reaches a shared registry; a bridge of its own leaves the main
+    engine's docker0 alone, which `--bridge=none` would not: BuildKit needs one). Its build cache starts
+    empty."""
 
-    def __init__(self, root: Path, size: str):
+    def __init__(self, root: Path):
         super().__init__(root)
-        self.size = size
         self.bridge = f"hd{os.getpid() % 100000}{random.randrange(100)}"[:15]
 
     def prepare(self) -> None:
-        data = self.root / "data"
-        data.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(data)], check=True)
+        (self.root / "data").mkdir(exist_ok=True)
         subnet = free_subnet()
         for argv in (["ip", "link", "add", self.bridge, "type", "bridge"],
                      ["ip", "addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", self.bridge],
@@ -161,8 +159,25 @@ class SmallDiskEngine(SecondEngine):
                 "--ip-masq=false", f"--bridge={self.bridge}"]
 
     def release(self) -> None:
-        subprocess.run(["umount", "-l", str(self.root / "data")], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+
+
+class SmallDiskEngine(HostNetworkEngine):
+    """A second dockerd whose data root is a size-limited tmpfs."""
+
+    def __init__(self, root: Path, size: str):
+        super().__init__(root)
+        self.size = size
+
+    def prepare(self) -> None:
+        data = self.root / "data"
+        data.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(data)], check=True)
+        super().prepare()
+
+    def release(self) -> None:
+        subprocess.run(["umount", "-l", str(self.root / "data")], capture_output=True)
+        super().release()
 
 
 def free_subnet() -> ipaddress.IPv4Network:

@@ -63,6 +63,22 @@ def test_run_build_logs_everything_and_reports_cached_steps(tmp_path):
     assert "#6 DONE" in log.read_text() and log.read_text().startswith("$ ")
 
 
+def test_run_build_reports_each_step_run_or_from_cache_and_the_heavy_ones(tmp_path):
+    out = ("#1 [internal] load build definition from Dockerfile\\n#1 DONE 0.0s\\n"
+           "#4 [stage-0 1/4] FROM docker.io/library/base\\n#4 CACHED\\n"
+           "#5 [stage-0 2/4] RUN apt-get install -y cmake\\n#5 CACHED\\n"
+           "#6 [stage-0 3/4] RUN make -C /opt/nvshmem\\n#6 12.1 compiling\\n#6 DONE 312.4s\\n"
+           "#7 [stage-0 4/4] RUN --mount=x cp -a /src/. /w\\n#7 DONE 0.8s\\n"
+           "#8 exporting to image\\n#8 DONE 0.2s\\n")
+    result = run_build(python(f"print('{out}', end='')"), tmp_path / "b.log", timeout=30)
+    assert [(s.name, s.cached, s.seconds) for s in result.steps] == [           # FROM is no build step
+        ("[stage-0 2/4] RUN apt-get install -y cmake", True, None),
+        ("[stage-0 3/4] RUN make -C /opt/nvshmem", False, 312.4),
+        ("[stage-0 4/4] RUN --mount=x cp -a /src/. /w", False, 0.8)]
+    assert result.describe_steps() == "2 of 3 run, 1 from cache"
+    assert [s.name for s in result.heavy] == ["[stage-0 3/4] RUN make -C /opt/nvshmem"]
+
+
 def test_failed_build_carries_exit_status_and_log_tail(tmp_path):
     with pytest.raises(BuildFailed) as failure:
         run_build(python("import sys; print('ERROR: step 3 failed'); sys.exit(7)"), tmp_path / "l", timeout=30)

@@ -79,3 +79,33 @@ def test_the_child_reuses_the_dependency_layer_after_the_parents_image_left_the_
     second = harness_runner.run(repo.path)
     assert second.outcomes[child].status == "success", second.output
     assert dependency_step(second.log(child))[1] is True                  # from the build cache
+
+
+def test_a_commit_whose_dependency_set_another_machine_pushed_takes_its_layers(harness_runner, base_image, tmp_path):
+    """Each pushed image carries inline cache metadata and a tag per dependency set; a second engine with an
+    empty build cache (a second machine) builds the child from the layers the first pushed."""
+    import tempfile
+    from pathlib import Path
+
+    from testkit.faults import HostNetworkEngine
+    repo = make_deps_repo(tmp_path / "sglang", slow=6)
+    parent, child, _ = repo.commits
+    harness_runner.write_dataset(json.dumps({"commit_hash": parent}))
+    first = harness_runner.run(repo.path)
+    assert first.outcomes[parent].status == "success", first.output
+    tags = first.outcomes[parent].properties["cache_tags"].split(", ")
+    assert [t.split("-")[0] + "-" + t.split("-")[1] if t.startswith("cache-dockerfile") else "cache" for t in tags] \
+        == ["cache", "cache-dockerfile"] and "cache_tags_failed" not in first.outcomes[parent].properties
+    engine = HostNetworkEngine(Path(tempfile.mkdtemp(prefix="m2-", dir="/tmp"))).start([base_image])
+    try:
+        harness_runner.write_dataset(json.dumps({"commit_hash": child}))
+        second = harness_runner.run(repo.path, env={"DOCKER_HOST": engine.host})
+    finally:
+        engine.stop()
+    assert second.outcomes[child].status == "success", second.output
+    log = second.log(child)
+    assert "importing cache manifest from" in log
+    assert dependency_step(log)[1] is True                     # the dependency layer came from the registry
+    ran = [n for n, cached in step_states(log).items() if not cached]
+    assert len(ran) == 2 and "harness-src" in ran[0] and "/opt/sglang_commit.txt" in ran[1], ran   # source, proof
+    assert second.outcomes[child].properties["build_steps"] == "2 of 6 run, 4 from cache"

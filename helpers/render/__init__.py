@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -52,6 +53,13 @@ class Rendered:
     notes: tuple[str, ...]
     fixes: tuple[AppliedFix, ...] = ()
     build_args: dict[str, str] = field(default_factory=dict)
+    commit_args: tuple[str, ...] = ()       # the build args that carry the commit (they reach the last steps only)
+
+    def layers_key(self) -> str:
+        """What the image's layers before the source depend on: the Dockerfile as built and the build args
+        that are not the commit's. Commits with the same Dockerfile and dependency set share it."""
+        args = {k: v for k, v in sorted(self.build_args.items()) if k not in self.commit_args}
+        return hashlib.sha256(f"{self.text}\n{args}".encode()).hexdigest()[:16]
 
 
 def pin_source(text: str, profile: Profile, repo_ids: tuple[str, ...] = ()) -> str:
@@ -87,4 +95,5 @@ def render(text: str, options: RenderOptions) -> Rendered:
         text, compiled = add_compiler_caches(text, options.profile)
         notes += compiled
     text = map_base_images(text, options.base_images)
-    return Rendered(text, tuple(notes), tuple(applied), build_args)
+    commit_args = (options.profile.build_arg, *scm_arg_names(options.profile))
+    return Rendered(text, tuple(notes), tuple(applied), build_args, commit_args)
