@@ -128,8 +128,8 @@ def build_argv(driver: Driver, request: BuildRequest) -> list[str]:
         argv += ["--cache-from", ref]
     for ref in request.cache_to:
         argv += ["--cache-to", ref]
-    if request.inline_cache:
-        argv += ["--cache-to", "type=inline"] if driver.kind == "buildx" else ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    if request.inline_cache:        # the build arg, not --cache-to type=inline: buildx's docker driver refuses exports
+        argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
     return argv + [str(request.context)]
 
 

@@ -55,7 +55,8 @@ MIN_FREE_CAP = "30G"       # a share of a big disk is more than one build needs
 
 OPTIONS = (
     Option("--dataset", "JSON-lines dataset", shown="data/sglang_track_all.json"),
-    Option("--blacklist", "SHAs to exclude, one per line", shown="data/blacklist.txt"),
+    Option("--blacklist", "SHAs to exclude, one per line",
+           shown="data/blacklist.txt (vLLM: data/nvidia-vllm-docker-blacklist.txt)"),
     Option("--project", "built-in project profile: sglang or vllm", shown="sglang"),
     Option("--profile-file", "a project profile in TOML (see README)"),
     Option("--repo-url", "repository URL or local path",
@@ -215,6 +216,12 @@ def default_dataset(root: Path, profile: Profile) -> Path:
     return root / "data" / name
 
 
+def default_blacklist(root: Path, profile: Profile) -> Path:
+    """data/blacklist.txt for SGLang, data/<image name>-blacklist.txt for every other project."""
+    name = "blacklist.txt" if profile.name == "sglang" else f"{profile.image_name}-blacklist.txt"
+    return root / "data" / name
+
+
 def default_work_dir() -> Path:
     """/dev/shm when it is a writable tmpfs with room (extracting thousands of files is metadata
     work, many times faster in memory than on a disk), else the system's temp dir."""
@@ -272,7 +279,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
     return HarnessConfig(
         profile=profile,
         dataset=dataset,
-        blacklist=Path(options.get("blacklist") or root / "data" / "blacklist.txt").resolve(),
+        blacklist=Path(options.get("blacklist") or default_blacklist(root, profile)).resolve(),
         repo_url=valid_repo_url(options.get("repo_url") or profile.repo_url),
         cache_dir=Path(options.get("cache_dir") or default_cache_dir()).resolve(),
         work_dir=work_dir,

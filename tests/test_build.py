@@ -92,3 +92,12 @@ def test_build_over_the_deadline_is_stopped(tmp_path):
     with pytest.raises(BuildTimeout, match="--build-timeout=1s") as failure:
         run_build(python(code), tmp_path / "l", timeout=1)
     assert "started" in failure.value.log_tail
+
+
+@pytest.mark.parametrize("kind", ["buildx", "buildkit"])
+def test_inline_cache_is_the_build_arg_for_every_driver(kind):
+    request = BuildRequest(Path("/c/Dockerfile"), Path("/c"), "r/i:t", {}, {}, cache_from=("r/i:cache-1",),
+                           inline_cache=True)
+    argv = build_argv(Driver(kind, "docker"), request)
+    assert argv[argv.index("--cache-from") + 1] == "r/i:cache-1" and "--cache-to" not in argv
+    assert argv[argv.index("BUILDKIT_INLINE_CACHE=1") - 1] == "--build-arg"

@@ -196,3 +196,22 @@ def test_real_vllm_sample_with_its_blacklist(shared_data):
 def test_missing_dataset_is_an_error_that_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_plan(tmp_path / "nope.jsonl", None)
+
+
+def test_the_vllm_job_carries_the_field_sample_as_facts_and_its_blacklist(shared_data):
+    """data/nvidia-vllm-docker.jsonl: the 40 records of the field's vLLM sample, commit and date only (each
+    commit's own Dockerfile is read from its tree), and the field's blacklist beside it, the project's default."""
+    import json
+
+    from helpers.config import default_blacklist
+    from helpers.profiles import VLLM
+    from tests.conftest import ROOT
+    sample = [json.loads(line) for line in (shared_data / "vllm" / "nvidia-vllm-docker.sample.jsonl").open()]
+    carried = [json.loads(line) for line in (ROOT / "data" / "nvidia-vllm-docker.jsonl").open()]
+    assert [(r["commit"], r["commit_date"]) for r in carried] == [(r["commit"], r["commit_date"]) for r in sample]
+    assert len(carried) == 40 and all(r["Dockerfile"] is None for r in carried)
+    blacklist = default_blacklist(ROOT, VLLM)
+    field = {line.strip() for line in (shared_data / "vllm" / "blacklist.txt").open() if line.strip()}
+    assert {line.strip() for line in blacklist.open() if line.strip() and not line.startswith("#")} == field
+    plan = load_plan(ROOT / "data" / "nvidia-vllm-docker.jsonl", blacklist)
+    assert len(plan.entries) == len({r["commit"] for r in carried} - field)

@@ -1,5 +1,6 @@
-"""The GitHub workflows: valid against GitHub's schema (offline, as check-jsonschema vendors it),
-and every pytest option they pass is one the harness knows."""
+"""The GitHub workflows: valid against GitHub's schema (offline, as check-jsonschema vendors it), clean
+for actionlint (which knows each action's inputs and runtime: none on the node20 runtime GitHub removed
+from its runners in September 2026), and every pytest option they pass is one the harness knows."""
 import re
 import shlex
 import subprocess
@@ -26,6 +27,16 @@ def test_both_workflows_exist():
 def test_workflow_is_valid_against_the_github_schema(workflow):
     done = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                            str(workflow)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_workflows_are_clean_for_actionlint():
+    """actionlint checks expressions, inputs, shell scripts' quoting and each action's runtime."""
+    import shutil
+    from pathlib import Path
+    beside = Path(sys.executable).parent / "actionlint"        # in a virtual environment that is not activated
+    actionlint = str(beside) if beside.exists() else shutil.which("actionlint") or "actionlint"
+    done = subprocess.run([actionlint, "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
