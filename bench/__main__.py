@@ -12,7 +12,7 @@ import docker
 from bench import scenarios
 from helpers.build import detect_driver
 
-ALL = ("pair", "verify", "overhead", "collect", "skip-pushed", "parallel", "disk")
+ALL = ("pair", "job", "second-machine", "verify", "overhead", "collect", "skip-pushed", "parallel", "disk")
 EXTRA = ("build-path",)        # on request only (--only build-path): it writes a 2 GB layer
 
 
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated, from: {', '.join(ALL + EXTRA)}")
     parser.add_argument("--base-image", default=os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-base:bookworm"))
-    parser.add_argument("--slow", type=int, default=20, help="seconds the pair's dependency step costs (>= 20)")
+    parser.add_argument("--slow", type=int, default=150, help="units of real work (millions of squares summed, about "
+                        "a second per 10) of each heavy step of the 2025-shaped Dockerfile")
     parser.add_argument("--rounds", type=int, default=9, help="measurements per figure that takes a median (>= 1)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"pair": lambda: scenarios.pair(ws, args.slow), "verify": lambda: scenarios.verification(ws, client, rounds),
             "overhead": lambda: scenarios.overhead(ws), "collect": lambda: scenarios.collection(ws),
             "skip-pushed": lambda: scenarios.skip_pushed(ws, client), "parallel": lambda: scenarios.parallel(ws),
+            "job": lambda: scenarios.job(ws, args.slow),
+            "second-machine": lambda: scenarios.second_machine(ws, client, args.slow),
             "build-path": lambda: scenarios.build_path(ws, client), "disk": lambda: scenarios.disk(ws, client)}
     figures = []
     try:

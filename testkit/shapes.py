@@ -110,3 +110,61 @@ def make_shape_repo(path: Path, shape: str) -> MiniRepo:
                         "python/sglang/srt/__init__.py": "", "python/sglang/srt/scheduler.py": "BATCH = 8\n",
                         "docker/Dockerfile": SHAPES[shape].replace("{salt}", uuid.uuid4().hex)})
     return repo
+
+
+# The benchmark's job: the 2025 layout with real work around the install. `work` is how many million
+# squares each heavy step sums in Python (about a second per 10 on this kind of machine).
+JOB_DOCKERFILE = """\
+FROM nvcr.io/nvidia/tritonserver:24.04-py3-min
+RUN echo {salt} > /opt/image-salt
+ARG BUILD_TYPE=all
+ENV HEAVY={work}
+# the system packages and tools (apt in the real files)
+RUN printf 'import os\\nn = int(os.environ["HEAVY"]) * int(os.environ.get("TIMES", "1"))\\n' > /opt/work.py \\
+ && printf 'print(sum(i * i for i in range(n * 10 ** 6)))\\n' >> /opt/work.py \\
+ && python3 /opt/work.py > /opt/system.txt
+RUN for v in 1.0 2.0 3.0; do \\
+      mkdir -p /tmp/sd/basedep-$v && cd /tmp/sd/basedep-$v \\
+      && printf 'from setuptools import setup\\nexec(open("/opt/work.py").read())\\n' > setup.py \\
+      && printf 'setup(name="basedep", version="%s", py_modules=["basedep"])\\n' $v >> setup.py \\
+      && printf 'VERSION = "%s"\\n' $v > basedep.py \\
+      && mkdir -p /opt/index && tar -C /tmp/sd -czf /opt/index/basedep-$v.tar.gz basedep-$v || exit 1; \\
+    done \\
+ && mkdir -p /opt/deepep && cd /opt/deepep && git init -q \\
+ && printf 'from setuptools import setup\\nexec(open("/opt/work.py").read())\\n' > setup.py \\
+ && printf 'setup(name="deepep", version="1.0", py_modules=["deep_ep"])\\n' >> setup.py \\
+ && echo 'READY = True' > deep_ep.py && git add -A && git -c user.name=t -c user.email=t@t commit -qm deepep
+WORKDIR /sgl-workspace
+RUN git clone --depth=1 https://github.com/sgl-project/sglang.git \\
+ && cd sglang \\
+ && case "$BUILD_TYPE" in all) EXTRAS=all ;; *) exit 1 ;; esac \\
+ && pip install --no-build-isolation --break-system-packages --no-index --find-links /opt/index \\
+      -e "python[${{BUILD_TYPE}}]"
+# NVSHMEM and DeepEP compiled from source, a tool downloaded, Python tools: all after the install
+RUN git clone /opt/deepep /sgl-workspace/DeepEP && cd /sgl-workspace/DeepEP \\
+ && pip install --no-build-isolation --break-system-packages --no-index .
+RUN TIMES=2 python3 /opt/work.py > /opt/nvshmem.txt
+RUN head -c 20000000 /dev/urandom > /opt/tool.bin
+ENV DEBIAN_FRONTEND=interactive
+"""
+
+
+JOB_PYPROJECT = PYPROJECT[:PYPROJECT.index("[project.optional-dependencies]")].replace(
+    'dependencies = ["basedep==1.0"]', 'dependencies = ["basedep==VERSION"]') + \
+    '[project.optional-dependencies]\nall = []\n\n[tool.setuptools.packages.find]\ninclude = ["sglang*"]\n'
+
+
+def make_job_repo(path: Path, commits: int = 12, sets: int = 3, work: int = 30) -> MiniRepo:
+    """`commits` commits whose dependencies move to a new set every commits/sets commits (basedep 1.0, 2.0,
+    3.0), the 2025-shaped Dockerfile with `work` units of real work per heavy step; a fresh salt: cold."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    dockerfile = JOB_DOCKERFILE.format(salt=uuid.uuid4().hex, work=work)
+    for i in range(commits):
+        version = f"{1 + i * sets // commits}.0"
+        repo.commit(f"commit {i}", {
+            "python/pyproject.toml": JOB_PYPROJECT.replace("VERSION", version),
+            "python/sglang/__init__.py": f"VERSION = '0.0.{i}'\n", "python/sglang/srt/__init__.py": "",
+            "docker/Dockerfile": dockerfile})
+    return repo

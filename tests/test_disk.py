@@ -53,11 +53,13 @@ def test_disk_full_errors_are_told_from_others(line, full):
 
 
 def blob_commits(path: Path, count: int) -> tuple[MiniRepo, list[str]]:
-    """`count` commits whose images each add a layer of BLOB_MB of their own after the source."""
+    """`count` commits whose images each add a layer of BLOB_MB of their own after the source (the step reads
+    the source, so it stays after it)."""
     repo = make_repo(path)
     dockerfile = (repo.path / "docker" / "Dockerfile").read_text()
-    first = repo.commit("a model file in the image",
-                        {"docker/Dockerfile": dockerfile + f"RUN head -c {BLOB_MB}M /dev/zero > /opt/model.bin\n"})
+    blob = (f"RUN head -c {BLOB_MB}M /dev/zero > /opt/model.bin "
+            "&& cat /sgl-workspace/sglang/python/sglang/srt/scheduler.py >> /opt/model.bin\n")
+    first = repo.commit("a model file in the image", {"docker/Dockerfile": dockerfile + blob})
     for n in range(1, count):
         repo.commit(f"commit {n}", {"python/sglang/srt/scheduler.py": f"BATCH = {n}\n"})
     return repo, repo.commits[repo.commits.index(first):]
