@@ -52,6 +52,9 @@ class Workspace:
         self.base_image = base_image
         self.dataset = self.root / "dataset.jsonl"
         self.dataset.write_text("\n")
+        self.namespace = f"run-{uuid.uuid4().hex[:8]}"           # this run's local images are bench.local/<it>/...
+        self.local = f"bench.local/{self.namespace}"
+        self.destination = ["--registry=bench.local", f"--namespace={self.namespace}"]     # the same, for a CLI run
 
     def harness(self, repo: Path, **options) -> Harness:
         values = {"no_push": True, "dataset": str(self.dataset), "repo_url": str(repo),
@@ -59,13 +62,16 @@ class Workspace:
                   "log_dir": str(self.root / "logs"), "status_dir": str(self.root / "status"),
                   "attestation_dir": str(self.root / "attestations"),
                   "image_name": f"bench-{uuid.uuid4().hex[:8]}", "registry": "bench.local",
+                  "namespace": self.namespace,
                   "base_image_map": [f"nvcr.io/*={self.base_image}"], **options}
         return Harness(make_config(values, ROOT, uuid.uuid4().hex))
 
     def cleanup(self, client: docker.DockerClient) -> None:
-        for image in client.images.list(name="bench.local/*") + client.images.list(name="corpus.local/*"):
-            for tag in image.tags:
-                client.images.remove(tag, force=True)
+        """Removes this run's images only (tests and other runs may be using the engine at the same time)."""
+        for image in client.api.images():           # one listing: images.list() races with removals
+            for tag in image.get("RepoTags") or ():
+                if tag.startswith(f"{self.local}/"):
+                    client.images.remove(tag, force=True)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
 
@@ -113,7 +119,7 @@ def job(ws: Workspace, work: int, commits: int = 12, sets: int = 3) -> list[Figu
     argv = [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:randomly", f"--dataset={folder / 'dataset.txt'}",
             f"--repo-url={repo.path}", f"--cache-dir={folder / 'cache'}", f"--log-dir={folder / 'logs'}",
             f"--status-dir={folder / 'status'}", f"--attestation-dir={folder / 'att'}",
-            f"--junitxml={folder / 'junit.xml'}", "--no-push", "--no-smoke-checks", "--registry=bench.local",
+            f"--junitxml={folder / 'junit.xml'}", "--no-push", "--no-smoke-checks", *ws.destination,
             f"--base-image-map=nvcr.io/*={ws.base_image}", "-o", f"cache_dir={folder / 'pytest-cache'}"]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
@@ -174,7 +180,7 @@ def old_recipe_pair(ws: Workspace, harness: Harness, slow: int) -> tuple[float, 
         first_from = text.index("\n", text.index("FROM ")) + 1
         text = text[:first_from] + "ARG SGLANG_COMMIT\n" + text[first_from:]
         ctx.dockerfile.write_text(text)
-        request = build.BuildRequest(ctx.dockerfile, ctx.context, f"bench.local/old:{sha}",
+        request = build.BuildRequest(ctx.dockerfile, ctx.context, f"{ws.local}/old:{sha}",
                                      {"SGLANG_COMMIT": sha}, {verify.REVISION_LABEL: sha})
         result = build.run_build(build.build_argv(harness.driver, request), ws.root / f"old-{sha}.log", 3600)
         seconds.append(result.seconds)
@@ -204,7 +210,8 @@ def verify_real_package(ws: Workspace, client: docker.DockerClient, editable: bo
     kind = "editable" if editable else "wheel with bytecode"
     base = corpus.base_image(client, ws.base_image, project.needs)
     repo = corpus.make_corpus_repo(ws.root / f"sympy-{int(editable)}", project)
-    harness = corpus.harness_for(project, ws.root / f"sympy-run-{int(editable)}", base, repo.path)
+    harness = corpus.harness_for(project, ws.root / f"sympy-run-{int(editable)}", base, repo.path,
+                                 namespace=ws.namespace)
     parent, child = (produce(harness, sha) for sha in repo.commits)
     cold = timed(lambda: require_pass(commit(harness, parent.sha).verify(parent)))
     require_pass(commit(harness, child.sha).verify(child))
@@ -341,7 +348,7 @@ def parallel(ws: Workspace, commits: int = 8, slow: int = 6) -> list[Figure]:
         argv = [sys.executable, "-m", "pytest", "-n", workers, f"--dataset={dataset}", f"--repo-url={repo.path}",
                 "--no-push", f"--cache-dir={ws.root / 'cache'}", f"--log-dir={ws.root / 'plogs'}",
                 f"--status-dir={ws.root / 'pstatus'}", f"--junitxml={ws.root / 'pjunit.xml'}",
-                f"--base-image-map=nvcr.io/*={ws.base_image}", "--registry=bench.local", "-p", "no:cacheprovider"]
+                f"--base-image-map=nvcr.io/*={ws.base_image}", *ws.destination, "-p", "no:cacheprovider"]
         walls[workers] = timed(lambda argv=argv: subprocess.run(argv, cwd=ROOT, check=True, capture_output=True))
     ratio = walls["2"] / walls["1"]
     return [Figure("parallel", f"-n 2 {walls['2']:.1f} s / -n 1 {walls['1']:.1f} s ({commits} commits)",
@@ -356,7 +363,7 @@ def build_path(ws: Workspace, client: docker.DockerClient, gigabytes: int = 2) -
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {ws.base_image}\nARG SALT\n"
                                         f"RUN echo $SALT && head -c {gigabytes}G /dev/urandom > /blob\n")
-    ref = f"bench.local/big-layer:{uuid.uuid4().hex[:8]}"
+    ref = f"{ws.local}/big-layer:{uuid.uuid4().hex[:8]}"
     driver = build.detect_driver()
     argv = [driver.client, *(["buildx", "build", "--load"] if driver.kind == "buildx" else ["build"]), "-q",
             "--build-arg", f"SALT={uuid.uuid4().hex}", "-t", ref, str(context)]

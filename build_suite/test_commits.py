@@ -7,7 +7,7 @@ def test_commit(commit_image):
     checks = commit_image.get()
     if checks is None:
         return                      # --prepare-only: rendered and written to --out-dir; nothing built
-    label, proof_file, source_tree, imported, editable_install, version, smoke = checks
+    label, proof_file, source_tree, imported, editable_install, version, smoke, change = checks
     assert label.actual == label.expected, label.why()
     assert proof_file.actual == proof_file.expected, proof_file.why()
     assert source_tree.actual == source_tree.expected, source_tree.why()
@@ -15,3 +15,4 @@ def test_commit(commit_image):
     assert editable_install.actual == editable_install.expected, editable_install.why()
     assert version.actual == version.expected, version.why()
     assert smoke.actual == smoke.expected, smoke.why()
+    assert change.actual == change.expected, change.why()

@@ -9,6 +9,7 @@ own (category `dataset_invalid`, with its line number) while every other commit 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import re
@@ -49,6 +50,7 @@ class CommitSpec:
     roles: tuple[str, ...]
     dockerfile: DockerfileSource
     line: int
+    parent: str | None = None       # what a PR commit (`human`) is measured against: its record's parent
 
     @property
     def test_id(self) -> str:
@@ -80,6 +82,14 @@ class DatasetPlan:
     entries: tuple[Entry, ...]
     blacklisted: tuple[str, ...]
     groups: dict[str, str] = field(default_factory=dict)     # linked commits -> their group's key
+
+
+def parent_of(record: dict) -> str | None:
+    """The record's parent commit, when it names a valid one."""
+    try:
+        return valid_sha(record.get("parent_commit"))
+    except ValueError:
+        return None
 
 
 def valid_sha(value: object) -> str:
@@ -169,7 +179,8 @@ def commits_of(number: int, record: dict) -> Iterator[Entry]:
             yield InvalidEntry(number, f"line {number}: {sha_key}: {e}")
             continue
         try:
-            yield CommitSpec(sha, (role,), dockerfile_source(record, role), number)
+            yield CommitSpec(sha, (role,), dockerfile_source(record, role), number,
+                             parent_of(record) if role == "human" else None)
         except ValueError as e:
             yield InvalidEntry(number, f"line {number}: {role} commit {sha}: {e}", sha, (role,))
 
@@ -190,14 +201,15 @@ def merge_commits(entries: Iterable[Entry]) -> list[Entry]:
             continue
         roles = tuple(r for r in ROLES if r in previous.roles or r in entry.roles)
         keep = entry if isinstance(previous, InvalidEntry) and isinstance(entry, CommitSpec) else previous
-        merged[entry.sha] = _with_roles(keep, roles)
+        parent = next((e.parent for e in (previous, entry) if isinstance(e, CommitSpec) and e.parent), None)
+        merged[entry.sha] = _with_roles(keep, roles, parent)
     ordered = [(order[sha], entry) for sha, entry in merged.items()] + loose
     return [entry for _, entry in sorted(ordered, key=lambda pair: pair[0])]
 
 
-def _with_roles(entry: Entry, roles: tuple[str, ...]) -> Entry:
+def _with_roles(entry: Entry, roles: tuple[str, ...], parent: str | None = None) -> Entry:
     if isinstance(entry, CommitSpec):
-        return CommitSpec(entry.sha, roles, entry.dockerfile, entry.line)
+        return dataclasses.replace(entry, roles=roles, parent=parent or entry.parent)
     return InvalidEntry(entry.line, entry.reason, entry.sha, roles, entry.source)
 
 
@@ -226,7 +238,7 @@ def with_full_shas(entries: list[Entry], resolve: Callable[[str], str]) -> list[
     for entry in entries:
         if isinstance(entry, CommitSpec) and len(entry.sha) < 40:
             try:
-                entry = CommitSpec(resolve(entry.sha), entry.roles, entry.dockerfile, entry.line)
+                entry = dataclasses.replace(entry, sha=resolve(entry.sha))
             except Exception:      # noqa: BLE001 - any resolver failure leaves the SHA for the test to report
                 pass
         resolved.append(entry)

@@ -25,6 +25,7 @@ CATEGORIES = (
     "verify_version",
     "abi_mismatch",
     "verify_smoke",
+    "change_not_in_image",
     "server_failed_to_start",
     "server_timeout",
     "server_request_failed",

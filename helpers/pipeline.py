@@ -17,13 +17,15 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, disk, image_facts, publish, render, report, serve, smoke, source, verify
+from helpers import build, changes, disk, image_facts, publish, render, report, serve, smoke, source, verify
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec, InvalidEntry
 from helpers.disk import COMMIT_LABEL, SESSION_LABEL
 from helpers.errors import DatasetInvalid, DiskFull, HarnessError, ImageNotFound, InfraError
+from helpers.render import reads
 from helpers.render.scm_version import project_version
 from helpers.resources import Resources, engine_endpoint, harness_version
+from helpers.verify import CheckResult
 
 Record = Callable[[str, object], None]
 
@@ -44,6 +46,7 @@ class BuiltImage:
     scm_version: str | None = None      # the version its build was given (setuptools-scm projects)
     cache_tags: list[str] = field(default_factory=list)     # pushed too, for other machines' builds
     local: bool = False                 # this run put it in the engine (built it, or pulled it to verify)
+    rendered: str | None = None         # the Dockerfile as built (what the change check reads)
 
     @property
     def subject(self) -> str:
@@ -139,6 +142,8 @@ class CommitRun:
     def __init__(self, harness: Harness, spec: CommitSpec, record: Record):
         self.harness, self.spec, self.record = harness, spec, record
         self.config = harness.config
+        self.dockerfile_path: str | None = None      # the Dockerfile's path in the tree, when read from it
+        self.change_report: changes.ChangeReport | None = None
 
     def run(self) -> Produced:
         """Build, verify the local image, and only when every check passed, push and confirm the digest;
@@ -217,6 +222,7 @@ class CommitRun:
         ctx = source.make_context(harness.mirror, sha, self.config.work_dir)
         try:
             prepared = self.prepare(ctx, image)
+            image.rendered = prepared.rendered.text
             if self.config.prepare_only:
                 record("prepared", str(prepared.write_to(self.config.out_dir or Path("."), sha)))
             else:
@@ -334,13 +340,15 @@ class CommitRun:
             source=source.redact_url(self.config.repo_url), package_path=profile.package_path,
             package_tree=mirror.tree_id(image.sha, profile.package_path), package_files=len(files),
             checks=tuple((c.category, c.passed, c.found) for c in checks), harness_version=harness_version(),
-            verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+            verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            change=self.change_report.attested() if self.change_report else None))
 
     def dockerfile_text(self, sha: str) -> tuple[str, str]:
         if self.spec.dockerfile.content is not None:
             return self.spec.dockerfile.content, "dataset content"
         path, text = source.find_dockerfile(self.harness.mirror, sha, self.spec.dockerfile.path,
                                             self.config.profile.dockerfile_candidates)
+        self.dockerfile_path = path
         return text, f"{path} in the commit's tree"
 
     def write_log_header(self, prepared: Prepared, image: BuiltImage) -> Path:
@@ -412,4 +420,29 @@ class CommitRun:
             self.record("smoke_seconds", seconds)
         checks = verify.evaluate(facts, want)
         harness.learn(image, package_blobs, facts, checks.passed)
-        return checks
+        return checks._replace(change=self.change_check(image))
+
+    def change_check(self, image: BuiltImage) -> CheckResult:
+        """Where the commit's change went (recorded as `change` and `change.<where>`), and the verdict."""
+        try:
+            report = self.changes(image)
+        except HarnessError as e:
+            return CheckResult(changes.CATEGORY, True, True, f"not judged: {e.message[:300]}")
+        self.record("change", report.counts())
+        for where in (changes.VERIFIED, changes.BUILT, changes.NOT_IN_IMAGE):
+            if report.of(where):
+                self.record(f"change.{where.replace(' ', '_')}", report.listing(where))
+        self.change_report = report
+        return report.check(self.spec.roles, self.config.accept_change_not_in_image)
+
+    def changes(self, image: BuiltImage) -> changes.ChangeReport:
+        """The commit's paths against its parent (the record's, else git's first), placed and kinded."""
+        mirror, sha = self.harness.mirror, image.sha
+        base = mirror.resolve(self.spec.parent) if self.spec.parent else mirror.first_parent(sha)
+        if image.rendered is None:                   # --verify-only: the Dockerfile as it would be built
+            original, _ = self.dockerfile_text(sha)
+            image.rendered = render.render(original, render.RenderOptions(
+                profile=self.config.profile, sha=sha, repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
+                dependency_layer=False, package_cache=False)).text
+        return changes.place(mirror.changes(base, sha), self.config.profile, reads.tree_reads(image.rendered),
+                             self.dockerfile_path, base, lambda path: mirror.read_file(sha, path))

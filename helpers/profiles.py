@@ -34,6 +34,8 @@ FIX_REGISTRY = (
     Fix("no_wheel_size_check", "dockerfile", "skip the wheel size check"),
 )
 FIXES = tuple(fix.name for fix in FIX_REGISTRY)
+# What a path a commit changed can be (helpers/changes.py): only runtime code must reach the image.
+PATH_KINDS = ("runtime", "test", "docs", "ci", "benchmark", "other")
 
 
 def fixes_of_kind(kind: str) -> frozenset[str]:
@@ -75,6 +77,9 @@ class Profile:
     serve_health_path: str = "/health"
     serve_request_path: str = ""
     serve_request_body: str = ""
+    # What a changed path is, before the built-in rules ("glob=kind", first match wins; kinds in PATH_KINDS):
+    # "sgl-router/*=runtime", "scripts/*=other". Runtime code a commit changes must reach its image.
+    path_kinds: tuple[str, ...] = ()
 
     @property
     def package_path(self) -> str:
@@ -110,6 +115,9 @@ class Profile:
             (bool(re.match(r"^[a-z+]+://|^git@|^/|^\.", self.repo_url)),
              f"repo_url {self.repo_url!r} is neither a URL nor a path"),
             *self.smoke_and_serve_checks(),
+            *[(bool(rule.rpartition("=")[0]) and rule.rpartition("=")[2] in PATH_KINDS,
+               f"path_kinds entry {rule!r} is not GLOB=KIND with KIND one of {', '.join(PATH_KINDS)}")
+              for rule in self.path_kinds],
         ]
         for ok, message in checks:
             if not ok:

@@ -92,6 +92,7 @@ class Finished:
     detail: str            # the image of a success, the reason of a failure or skip
     steps: str = "-"       # "3/18": build steps run of all (the rest from cache)
     heavy: str = ""        # the heavy steps this build ran again
+    change: str = "-"      # where the commit's change went: "3 verified, 1 built, 8 not in the image (...)"
 
 
 class RunProgress:
@@ -113,7 +114,7 @@ class RunProgress:
         done = Finished(sha, properties.get("roles", ""), outcome,
                         properties.get("category", "" if outcome != "failed" else "infra_error"),
                         properties.get("build_seconds", "-"), detail, f"{steps[1]}/{steps[2]}" if steps else "-",
-                        properties.get("rebuilt_heavy", ""))
+                        properties.get("rebuilt_heavy", ""), properties.get("change", "-"))
         self.finished.append(done)
         name = done.sha[:12] if re.fullmatch(r"[0-9a-f]{40}", done.sha) else done.sha
         heavy = f"  rebuilt heavy: {done.heavy[:200]}" if done.heavy else ""
@@ -123,9 +124,9 @@ class RunProgress:
     def table(self) -> list[str]:
         if not self.finished:
             return []
-        rows = [("result", "category", "roles", "commit", "build s", "steps run", "image or reason")]
-        rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.steps,
+        rows = [("result", "category", "roles", "commit", "build s", "steps run", "change", "image or reason")]
+        rows += [(f.result, f.category or "-", f.roles, f.sha, f.build_seconds, f.steps, f.change,
                   f.detail + (f" (rebuilt heavy: {f.heavy[:200]})" if f.heavy else "")) for f in self.finished]
-        widths = [max(len(row[i]) for row in rows) for i in range(6)]
-        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths, strict=True)) + "  " + row[6]
+        widths = [max(len(row[i]) for row in rows) for i in range(7)]
+        return ["  ".join(cell.ljust(width) for cell, width in zip(row[:7], widths, strict=True)) + "  " + row[7]
                 for row in rows]

@@ -196,10 +196,11 @@ def markdown_summary(outcomes: list[Outcome]) -> str:
                   for o in failures]
     successes = [o for o in outcomes if o.status == SUCCESS]
     if successes:
-        lines += ["", "### Images", "", "| commit | roles | image | digest | build s |", "|---|---|---|---|---|"]
+        lines += ["", "### Images", "", "| commit | roles | image | digest | build s | change |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| `{o.sha[:12]}` | {o.properties.get('roles', '')} | `{o.properties.get('image', '')}` | "
-                  f"`{o.properties.get('digest', '-')}` | {o.properties.get('build_seconds', '-')} |"
-                  for o in successes]
+                  f"`{o.properties.get('digest', '-')}` | {o.properties.get('build_seconds', '-')} | "
+                  f"{cell(o.properties.get('change', '-'))} |" for o in successes]
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +223,7 @@ class Verification:
     checks: tuple[tuple[str, bool, str], ...]   # (category, passed, what was found)
     harness_version: str
     verified_at: str
+    change: dict | None = None      # where the commit's change went (helpers/changes.py), when judged
 
 
 def statement(v: Verification) -> dict:
@@ -233,7 +235,8 @@ def statement(v: Verification) -> dict:
             "predicate": {"commit": v.commit, "repository": v.source,
                           "package": {"path": v.package_path, "tree": v.package_tree, "files": v.package_files},
                           "checks": [{"name": c, "passed": ok, "found": found} for c, ok, found in v.checks],
-                          "harness": {"version": v.harness_version}, "verifiedAt": v.verified_at}}
+                          "harness": {"version": v.harness_version}, "verifiedAt": v.verified_at,
+                          **({"change": v.change} if v.change is not None else {})}}
 
 
 def write_attestation(folder: Path, v: Verification) -> Path:

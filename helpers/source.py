@@ -73,6 +73,19 @@ class GitResult:
         return self.out.decode("utf-8", errors="replace")
 
 
+@dataclass(frozen=True)
+class Change:
+    """One path a commit changed: git's status letter (A, M, D, R, C, T), the path, the old path of a
+    rename or copy."""
+
+    status: str
+    path: str
+    old_path: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.old_path} -> {self.path}" if self.old_path else self.path
+
+
 QUERY_DEADLINE = 60.0      # seconds for a query of the local mirror (rev-parse, ls-tree, cat-file)
 
 
@@ -206,6 +219,29 @@ class Mirror:
             if kind == "blob":
                 hashes[path] = blob
         return hashes
+
+    def first_parent(self, sha: str) -> str | None:
+        """The commit's first parent, None for a root commit."""
+        done = self.git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^1"], QUERY_DEADLINE)
+        return done.text.strip() if done.status == 0 else None
+
+    def changes(self, base: str | None, sha: str) -> list[Change]:
+        """What the commit changed against base (its parent; None: a root commit, against the empty tree),
+        `git diff --name-status` with renames found, submodules as their paths."""
+        args = ["diff", "--name-status", "-M", "-z", "--no-ext-diff", "--no-textconv", "--end-of-options",
+                base, sha] if base else ["diff-tree", "-r", "--root", "--no-commit-id", "--name-status", "-M",
+                                         "-z", "--end-of-options", sha]
+        words = self._run(args, deadline=QUERY_DEADLINE).split("\0")
+        found, i = [], 0
+        while i < len(words) and words[i]:
+            status = words[i]
+            if status[0] in "RC":
+                found.append(Change(status[0], words[i + 2], words[i + 1]))
+                i += 3
+            else:
+                found.append(Change(status[0], words[i + 1]))
+                i += 2
+        return found
 
     def read_files(self, sha: str, paths: list[str]) -> dict[str, bytes]:
         """Files of the commit, by tree path (one `git archive`; pathspecs are literal)."""

@@ -9,10 +9,12 @@ wheel would land there.
 """
 from __future__ import annotations
 
+import io
 import subprocess
 import sysconfig
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 
 from testkit.minirepo import PYPROJECT, MiniRepo, git
@@ -154,4 +156,87 @@ def make_smoke_repo(path: Path) -> tuple[MiniRepo, dict[str, str]]:
     shas = {"success": repo.commit("genuine server", genuine)}
     for category, changed in breakages().items():
         shas[category] = repo.commit(f"breaks: {category}", {**genuine, **changed})
+    return repo, shas
+
+
+KERNEL_DOCKERFILE = """\
+FROM kernels.local/base
+WORKDIR /sgl-workspace
+RUN python3 -m pip install --no-index --find-links /opt/wheels --break-system-packages sgl-kernel
+RUN git clone --depth=1 https://github.com/sgl-project/sglang.git \\
+    && cd sglang \\
+    && python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e "python"
+"""
+KERNEL_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "sgl-kernel"
+version = "0.0.1"
+"""
+KERNEL_SETUP = """\
+from setuptools import Extension, setup
+
+setup(packages=["sgl_kernel"], package_dir={"": "python"},
+      ext_modules=[Extension("sgl_kernel.common_ops", ["csrc/common_ops.c"])])
+"""
+
+
+def kernel_source(variant: int) -> str:
+    """The kernel's C source; each variant compiles to a different extension."""
+    return KERNEL.format(declaration=f"static const int VARIANT = {variant};", call="(void)VARIANT;")
+
+
+def kernel_files() -> dict[str, str | bytes]:
+    """A mini SGLang whose kernel package lives in `sgl-kernel/` (a C extension built by setuptools), while
+    its Dockerfile installs the kernel from a prebuilt wheel, as the real ones install it from an index."""
+    return {
+        "README.md": f"mini sglang with kernels {uuid.uuid4().hex}\n",
+        "python/pyproject.toml": PYPROJECT,
+        "python/sglang/__init__.py": "from sglang.version import __version__\n",
+        "python/sglang/version.py": '__version__ = "0.0.1"\n',
+        "python/sglang/srt/__init__.py": "",
+        "python/sglang/srt/scheduler.py": "BATCH = 8\n",
+        "sgl-kernel/pyproject.toml": KERNEL_PYPROJECT,
+        "sgl-kernel/setup.py": KERNEL_SETUP,
+        "sgl-kernel/csrc/common_ops.c": kernel_source(1),
+        "sgl-kernel/python/sgl_kernel/__init__.py": "",
+        "test/test_batch.py": "def test_batch():\n    assert True\n",
+        "docs/index.md": "# mini sglang\n",
+        "docker/Dockerfile": KERNEL_DOCKERFILE,
+    }
+
+
+def kernel_wheel() -> bytes:
+    """The prebuilt kernel wheel the Dockerfile installs (the first variant's extension, compiled here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "common_ops.c", Path(tmp) / "common_ops.so"
+        source.write_text(kernel_source(1))
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"], str(source),
+                        "-o", str(target)], check=True, capture_output=True)
+        extension = target.read_bytes()
+    info = "sgl_kernel-0.0.1.dist-info/"
+    files = {"sgl_kernel/__init__.py": b"", "sgl_kernel/common_ops.so": extension,
+             info + "METADATA": b"Metadata-Version: 2.1\nName: sgl-kernel\nVersion: 0.0.1\n",
+             info + "WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: false\nTag: py3-none-any\n"}
+    record = "".join(f"{name},,\n" for name in [*files, info + "RECORD"])
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as wheel:
+        for name, data in {**files, info + "RECORD": record.encode()}.items():
+            wheel.writestr(name, data)
+    return raw.getvalue()
+
+
+def make_kernel_repo(path: Path) -> tuple[MiniRepo, dict[str, str]]:
+    """The first commit, then one commit per kind of change, each on the one before: the SHA of each."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    shas = {"first": repo.commit("kernels from a wheel", kernel_files())}
+    shas["kernel"] = repo.commit("faster kernel", {"sgl-kernel/csrc/common_ops.c": kernel_source(2)})
+    shas["tests and docs"] = repo.commit("tests and docs", {"test/test_batch.py": "def test_batch():\n    pass\n",
+                                                            "docs/index.md": "# mini sglang, documented\n"})
+    shas["package"] = repo.commit("bigger batches", {"python/sglang/srt/scheduler.py": "BATCH = 16\n"})
     return repo, shas

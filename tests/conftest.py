@@ -28,6 +28,12 @@ BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-base:bookworm")
 BASE_MAP = f"nvcr.io/*={BASE_IMAGE}"
 
 
+def local_tags(client: docker.DockerClient, part: str) -> list[str]:
+    """The engine's tags containing `part`, from one listing (images.list() inspects each image after listing
+    them, which fails when another test removes one in between)."""
+    return [tag for image in client.api.images() for tag in image.get("RepoTags") or () if part in tag]
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:
@@ -181,10 +187,8 @@ def harness_runner(tmp_path: Path, registry: str, base_image: str, docker_client
     runner = Runner(tmp_path / "run", registry, image_name)
     yield runner
     runner.stop_all()
-    for image in docker_client.images.list():            # under any registry the test pointed it at
-        for tag in image.tags:
-            if f"/test/{image_name}:" in tag:
-                docker_client.images.remove(tag, force=True)
+    for tag in local_tags(docker_client, f"/test/{image_name}:"):      # under any registry the test pointed it at
+        docker_client.images.remove(tag, force=True)
 
 
 @pytest.fixture

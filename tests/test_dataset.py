@@ -69,7 +69,7 @@ def test_dockerfile_path_rejects(value, message):
 def test_record_yields_human_then_parent_with_their_dockerfiles():
     entries = parse_dataset([line(commit_hash=A, parent_commit=B, dockerfile_content="FROM x\n",
                                   parent_dockerfile_path="docker/Dockerfile")])
-    assert entries == [CommitSpec(A, ("human",), DockerfileSource(content="FROM x\n"), 1),
+    assert entries == [CommitSpec(A, ("human",), DockerfileSource(content="FROM x\n"), 1, parent=B),
                        CommitSpec(B, ("parent",), DockerfileSource(path="docker/Dockerfile"), 1)]
 
 

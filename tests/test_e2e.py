@@ -14,7 +14,7 @@ import requests
 
 from helpers.publish import MANIFEST_TYPES
 from testkit.minirepo import git, record
-from tests.conftest import ROOT
+from tests.conftest import ROOT, local_tags
 
 pytestmark = pytest.mark.docker
 
@@ -375,8 +375,7 @@ def test_the_main_command_without_a_namespace_pushes_to_a_registry_the_harness_s
             assert answer.status_code == 200
         assert docker_client.containers.get(name).status == "running"           # left running for others
     finally:
-        for tag in [t for image in docker_client.images.list() for t in image.tags
-                    if f"/harness/{harness_runner.image_name}:" in t]:
+        for tag in local_tags(docker_client, f"/harness/{harness_runner.image_name}:"):
             docker_client.images.remove(tag, force=True)
         try:
             docker_client.containers.get(name).remove(force=True)

@@ -1,0 +1,221 @@
+"""Changes: where a commit's change went (verified, built, not in the image) and what kind of file each is.
+
+A commit's paths against its parent (`git diff --name-status`, renames found) are each
+
+- *verified*: inside the checked package, compared file for file with the image;
+- *built*: read by the build from the commit's tree (helpers/render/reads.py);
+- *not in the image*: neither. Of these, *runtime code* (Python, C/C++/CUDA sources and headers, build
+  files) is told apart from tests, docs, CI files, benchmarks and other files; a profile adds its own
+  patterns (`path_kinds`).
+
+A `human` commit whose runtime changes are all not in the image fails `change_not_in_image`, naming the
+paths and where the image got that part instead, when the Dockerfile says. Parents are baselines: reported,
+never failed for this; `--accept-change-not-in-image` reports and passes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import posixpath
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from helpers.profiles import PATH_KINDS, Profile
+from helpers.render.reads import PackageSource, TreeReads
+from helpers.source import Change
+from helpers.verify import CheckResult
+
+try:
+    import tomllib
+except ModuleNotFoundError:                      # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+VERIFIED, BUILT, NOT_IN_IMAGE = "verified", "built", "not in the image"
+KINDS = PATH_KINDS
+CATEGORY = "change_not_in_image"
+
+CI_FOLDERS = {".github", ".gitlab", ".buildkite", ".circleci", ".ci", ".devcontainer", ".jenkins", ".azure-pipelines"}
+CI_FILES = {".gitlab-ci.yml", ".travis.yml", ".pre-commit-config.yaml", "azure-pipelines.yml", "Jenkinsfile",
+            ".gitignore", ".gitattributes", "CODEOWNERS", ".clang-format", ".clang-tidy", ".flake8", ".isort.cfg",
+            ".codespellrc", ".editorconfig", ".readthedocs.yaml", ".readthedocs.yml", ".coveragerc", ".yamllint"}
+TEST_FOLDERS = {"test", "tests", "testing", "unittest", "unittests", "e2e"}
+TEST_FILES = re.compile(r"test_.*\.py|.*_tests?\.py|conftest\.py|pytest\.ini|tox\.ini")
+DOCS_FOLDERS = {"docs", "doc", "documentation", "examples", "example", "assets"}
+DOCS_FILES = re.compile(r".*\.(md|rst|adoc|txt)|(LICENSE|COPYING|NOTICE|AUTHORS|CHANGELOG|CONTRIBUTING)(\..*)?",
+                        re.IGNORECASE)
+BENCHMARK_FOLDERS = {"benchmark", "benchmarks", "bench"}
+CODE_SUFFIXES = {".py", ".pyx", ".pxd", ".pyi", ".c", ".cc", ".cpp", ".cxx", ".cu", ".cuh", ".h", ".hh", ".hpp",
+                 ".hxx", ".inl", ".inc", ".s", ".S", ".metal", ".rs", ".go", ".cmake", ".so", ".ptx", ".cubin"}
+BUILD_FILES = re.compile(r"setup\.py|setup\.cfg|pyproject\.toml|CMakeLists\.txt|Makefile|meson\.build|"
+                         r"MANIFEST\.in|build\.sh|BUILD(\.bazel)?|WORKSPACE|Cargo\.toml|requirements.*\.(txt|in)|"
+                         r"Dockerfile.*|.*\.dockerfile")
+
+
+def kind_of(path: str, profile: Profile) -> str:
+    """What a path is: runtime code, test, docs, ci, benchmark or other (the profile's patterns first)."""
+    for rule in profile.path_kinds:
+        pattern, _, kind = rule.rpartition("=")
+        if fnmatch.fnmatchcase(path, pattern):
+            return kind
+    folders, name = path.split("/")[:-1], posixpath.basename(path)
+    if folders[:1] and folders[0] in CI_FOLDERS or not folders and name in CI_FILES:
+        return "ci"
+    if TEST_FOLDERS & set(folders) or TEST_FILES.fullmatch(name):
+        return "test"
+    if BENCHMARK_FOLDERS & set(folders):
+        return "benchmark"
+    if BUILD_FILES.fullmatch(name) or posixpath.splitext(name)[1] in CODE_SUFFIXES:
+        return "runtime" if not DOCS_FOLDERS & set(folders) else "docs"
+    if DOCS_FOLDERS & set(folders) or DOCS_FILES.fullmatch(name):
+        return "docs"
+    return "other"
+
+
+@dataclass(frozen=True)
+class PathChange:
+    change: Change
+    where: str              # VERIFIED, BUILT or NOT_IN_IMAGE
+    kind: str               # one of KINDS
+    reader: str = ""        # what reads it, for a built path
+
+    def line(self) -> str:
+        return f"{self.change.status} {self.change} ({self.kind})"
+
+
+@dataclass(frozen=True)
+class ChangeReport:
+    """The commit's changed paths against `base`, each placed and kinded; where the image got the parts it
+    did not build from the tree (`elsewhere`: a part's folder -> its distribution and install sources)."""
+
+    base: str | None
+    paths: tuple[PathChange, ...]
+    elsewhere: tuple[tuple[str, str, tuple[PackageSource, ...]], ...] = ()
+
+    def of(self, where: str) -> list[PathChange]:
+        return [p for p in self.paths if p.where == where]
+
+    @property
+    def runtime(self) -> list[PathChange]:
+        return [p for p in self.paths if p.kind == "runtime"]
+
+    def counts(self) -> str:
+        """`3 verified, 1 built, 8 not in the image (6 test, 2 docs)`."""
+        counts = Counter(p.where for p in self.paths)
+        text = ", ".join(f"{counts[w]} {w}" for w in (VERIFIED, BUILT, NOT_IN_IMAGE))
+        outside = Counter(p.kind for p in self.of(NOT_IN_IMAGE))
+        if outside:
+            text += " (" + ", ".join(f"{outside[k]} {k}" for k in KINDS if outside[k]) + ")"
+        return text
+
+    def listing(self, where: str, limit: int = 40) -> str:
+        paths = self.of(where)
+        text = "; ".join(p.line() for p in paths[:limit])
+        return text + (f"; ... {len(paths) - limit} more" if len(paths) > limit else "")
+
+    def attested(self) -> dict:
+        """For the attestation: the parent compared against and each path by where it went."""
+        return {"against": self.base, **{where.replace(" ", "_"): [
+            {"status": p.change.status, "path": p.change.path, "kind": p.kind,
+             **({"from": p.change.old_path} if p.change.old_path else {})} for p in self.of(where)]
+            for where in (VERIFIED, BUILT, NOT_IN_IMAGE)}}
+
+    def check(self, roles: tuple[str, ...], accept: bool) -> CheckResult:
+        """The change check: fails only a `human` commit whose runtime changes are all not in the image."""
+        against = f"against {self.base[:12]}" if self.base else "(a root commit)"
+        runtime = self.runtime
+        missing = [p for p in runtime if p.where == NOT_IN_IMAGE]
+        if not self.paths:
+            return CheckResult(CATEGORY, True, True, f"no change {against}: the image's code is its parent's")
+        if not runtime:
+            return CheckResult(CATEGORY, True, True, f"no runtime change {against} ({self.counts()}): "
+                                                     "the image's code is its parent's")
+        if not missing:
+            return CheckResult(CATEGORY, True, True, f"every runtime change {against} is in the image "
+                                                     f"({self.counts()})")
+        where = self.instead()
+        named = ", ".join(str(p.change) for p in missing[:12]) + (f" and {len(missing) - 12} more"
+                                                                   if len(missing) > 12 else "")
+        if len(missing) < len(runtime):
+            return CheckResult(CATEGORY, True, True, f"{len(runtime) - len(missing)} runtime change(s) {against} in "
+                                                     f"the image; not in it: {named}{where}")
+        if "human" not in roles:
+            return CheckResult(CATEGORY, True, True, f"a baseline: its runtime changes {against} are not in the "
+                                                     f"image ({named}){where}")
+        if accept:
+            return CheckResult(CATEGORY, True, True, f"accepted (--accept-change-not-in-image): no runtime change "
+                                                     f"{against} is in the image: {named}{where}")
+        return CheckResult(CATEGORY, False, True, f"no runtime change {against} is in the image: {named}{where}; "
+                                                  "the image holds its parent's code for them (--build-changed-parts "
+                                                  "builds a profile's parts from the tree; "
+                                                  "--accept-change-not-in-image accepts)")
+
+    def instead(self) -> str:
+        said = []
+        for folder, name, sources in self.elsewhere:
+            if sources:
+                said.append(f"the image gets {folder or '.'}/ as " + "; ".join(s.describe() for s in sources[:3]))
+            else:
+                said.append(f"the Dockerfile neither builds {folder or '.'}/ ({name}) from the tree nor names "
+                            "where it comes from")
+        return (" (" + "; ".join(said) + ")") if said else ""
+
+
+def place(changes: list[Change], profile: Profile, reads: TreeReads, dockerfile_path: str | None,
+          base: str | None, read_file: Callable[[str], str | None]) -> ChangeReport:
+    """Each change placed (verified, built, not in the image) and kinded; for runtime code not in the image,
+    the part it belongs to (the nearest folder with a pyproject.toml or setup.py) and where the build
+    installs that part from instead."""
+    package = profile.package_path.rstrip("/") + "/"
+    read_file = functools.lru_cache(maxsize=None)(read_file)
+    placed = []
+    for change in changes:
+        kind = kind_of(change.path, profile)
+        if change.path.startswith(package):
+            placed.append(PathChange(change, VERIFIED, kind))
+        elif change.path == dockerfile_path:
+            placed.append(PathChange(change, BUILT, kind, "the Dockerfile"))
+        elif (reader := reads.reader_of(change.path)) is not None:
+            placed.append(PathChange(change, BUILT, kind, reader))
+        else:
+            placed.append(PathChange(change, NOT_IN_IMAGE, kind))
+    parts: dict[str, str] = {}
+    for p in placed:
+        if p.where == NOT_IN_IMAGE and p.kind == "runtime":
+            part = part_of(p.change.path, read_file, profile)
+            if part is not None:
+                parts.setdefault(*part)
+    elsewhere = tuple((folder, name, tuple(reads.sources_of(name))) for folder, name in parts.items())
+    return ChangeReport(base, tuple(placed), elsewhere)
+
+
+def part_of(path: str, read_file: Callable[[str], str | None], profile: Profile) -> tuple[str, str] | None:
+    """(folder, distribution name) of the nearest folder above path with a pyproject.toml or setup.py,
+    other than the project's own; None when there is none."""
+    folder = posixpath.dirname(path)
+    own = profile.source_subdir.strip("/")
+    while True:
+        if folder != own:
+            name = distribution_name(read_file(posixpath.join(folder, "pyproject.toml")),
+                                     read_file(posixpath.join(folder, "setup.py")))
+            if name:
+                return folder, name
+        if not folder:
+            return None
+        folder = posixpath.dirname(folder)
+
+
+def distribution_name(pyproject: str | None, setup_py: str | None) -> str | None:
+    if pyproject:
+        try:
+            name = tomllib.loads(pyproject).get("project", {}).get("name")
+        except tomllib.TOMLDecodeError:
+            name = None
+        if isinstance(name, str) and name:
+            return name
+    if setup_py:
+        found = re.search(r"""\bname\s*=\s*["']([A-Za-z0-9][A-Za-z0-9._-]*)["']""", setup_py)
+        if found:
+            return found.group(1)
+    return None

@@ -1,0 +1,213 @@
+"""Reads: which paths of the commit's tree the rendered build reads, and where it installs named packages from.
+
+Only stages whose output reaches the final image count (the final stage, the stages it is built FROM, and
+those it copies or mounts from, transitively). A path is read when
+
+- a COPY/ADD from the build context names it (a folder: everything under it); copying the whole context,
+  like the harness's own copy of the tree, is not evidence that any one path is used;
+- a command names it (`pip install -e python[all]`, `-r requirements.txt`, `cp sgl-kernel/x.h /usr/include`,
+  `bash scripts/build.sh`), relative to the directory the command runs in, inside a copy of the tree;
+- a build tool (make, cmake, pip, python, a shell script, a compiler, ...) runs inside a folder of a copy of
+  the tree: that folder is what it builds.
+"""
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from dataclasses import dataclass
+
+from packaging.utils import canonicalize_name
+
+from helpers.render.dockerfile import Document, expand, parse, stage_names, stages
+from helpers.render.late import READS_NOTHING, is_local_path, shell_commands
+from helpers.render.shellwords import PIP_VALUE_OPTIONS, Word, pip_install_index, program, resolve
+
+SOURCE_COPY = "/tmp/harness-src/."
+BUILD_TOOLS = re.compile(r"make|cmake|ninja|meson|scons|bazel|cargo|go|python[0-9.]*|pip[0-9.]*|uv|bash|sh|"
+                         r"nvcc|gcc|g\+\+|cc|c\+\+|clang|clang\+\+|.*\.sh|setup\.py|maturin|tox|nox")
+NAMES_A_PATH = {"-e", "--editable", "-r", "--requirement", "-c", "--constraint"}
+INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links"}
+WHEEL_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9._]*?)-\d[^/]*\.(?:whl|tar\.gz|zip)$")
+REQUIREMENT_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Where the build installs a named package from (not from the commit's tree)."""
+
+    name: str           # canonical distribution name
+    source: str         # "the package index", "https://docs.sglang.ai/whl/cu118", "a wheel at <url>"
+    line: int           # 1-based line of the RUN in the rendered Dockerfile
+    command: str
+
+    def describe(self) -> str:
+        return f"{self.name} from {self.source} (line {self.line}: `{self.command}`)"
+
+
+@dataclass(frozen=True)
+class TreeReads:
+    roots: tuple[str, ...]                 # tree paths read: files, or folders read whole ("" is the whole tree)
+    patterns: tuple[str, ...]              # COPY sources with wildcards
+    packages: tuple[PackageSource, ...]    # named installs from elsewhere
+
+    def reader_of(self, path: str) -> str | None:
+        """The root or pattern that covers a tree path, None when no build step reads it."""
+        for root in self.roots:
+            if root == "" or path == root or path.startswith(root.rstrip("/") + "/"):
+                return root or "."
+        return next((p for p in self.patterns if fnmatch.fnmatchcase(path, p)), None)
+
+    def sources_of(self, name: str) -> list[PackageSource]:
+        wanted = canonicalize_name(name)
+        return [p for p in self.packages if p.name == wanted]
+
+
+def tree_reads(text: str) -> TreeReads:
+    """What the rendered Dockerfile's build reads from the commit's tree (see the module's text)."""
+    doc = parse(text)
+    reaching = stages_reaching_final(doc)
+    names = stage_names(doc)
+    copies: dict[int, list[str]] = {}         # stage -> where a whole copy of the tree is
+    roots: list[str] = []
+    patterns: list[str] = []
+    packages: list[PackageSource] = []
+    for inst, state in stages(doc):
+        if inst.cmd == "FROM":
+            parent = names.get(inst.value[0].lower()) if inst.value else None
+            copies[inst.stage] = list(copies.get(parent, [])) if parent is not None else []
+            continue
+        if inst.stage not in reaching:
+            continue
+        here = copies[inst.stage]
+        if inst.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in inst.flags) and len(inst.value) > 1:
+            for src in inst.value[:-1]:
+                if src.startswith("<<") or "://" in src:
+                    continue            # a here-document's text, a download
+                path = posixpath.normpath(src.lstrip("/")) if src.strip("/") else "."
+                if path in (".", "*"):
+                    dest = resolve(state.workdir or "/", expand(inst.value[-1], state.variables))
+                    if dest:
+                        here.append(dest)
+                elif any(c in path for c in "*?["):
+                    patterns.append(path)
+                else:
+                    roots.append(path)
+            continue
+        if inst.cmd != "RUN":
+            continue
+        run_text = doc.text_of(inst)
+        for _words, cmd, cwd in shell_commands(run_text, state.workdir):
+            if not cmd:
+                continue
+            values = [expand(w.value, state.variables) for w in cmd]
+            if program(cmd[0]) == "cp" and SOURCE_COPY in values:
+                dest = resolve(cwd, values[-1])
+                if dest:
+                    here.append(dest)
+                continue
+            if program(cmd[0]) in READS_NOTHING | {"mkdir", "rm", "chmod", "chown", "ln", "touch"}:
+                continue
+            roots += read_paths(cmd, values, cwd, here)
+            packages += named_installs(cmd, values, inst.first + 1)
+    return TreeReads(tuple(dict.fromkeys(roots)), tuple(dict.fromkeys(patterns)), tuple(packages))
+
+
+def stages_reaching_final(doc: Document) -> set[int]:
+    """The final stage and every stage its output is made from (FROM, COPY --from, RUN --mount=from)."""
+    names = stage_names(doc)
+    by_stage: dict[int, set[int]] = {}
+    for inst in doc.instructions:
+        refs = []
+        if inst.cmd == "FROM" and inst.value:
+            refs.append(inst.value[0])
+        for flag in inst.flags:
+            refs += re.findall(r"(?:^--from=|[,=]from=)([^,\s]+)", flag)
+        for ref in refs:
+            target = names.get(ref.lower())
+            if target is None and ref.isdigit():
+                target = int(ref)
+            if target is not None and target != inst.stage:
+                by_stage.setdefault(inst.stage, set()).add(target)
+    reaching, todo = set(), [doc.final_stage]
+    while todo:
+        stage = todo.pop()
+        if stage not in reaching:
+            reaching.add(stage)
+            todo += by_stage.get(stage, ())
+    return reaching
+
+
+def read_paths(cmd: list[Word], values: list[str], cwd: str | None, copies: list[str]) -> list[str]:
+    """Tree paths one command reads from any copy of the tree (see the module's text)."""
+    if not copies:
+        return []
+    found = []
+    install = pip_install_index(cmd)
+    words = values[install + 1:] if install is not None else values[1:]
+    if install is None and is_local_path(values[0]):
+        words = values                   # a script of the tree run by its path
+    skip = False
+    for i, value in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if install is not None and value in PIP_VALUE_OPTIONS - {"-e", "--editable", "-r", "--requirement", "-c",
+                                                                   "--constraint"}:
+            skip = True
+            continue
+        value = re.sub(r"\[[^\]]*\]$", "", value)          # extras
+        if value.startswith("-") or "$" in value or "://" in value or re.match(r"\d*[<>]", value):
+            continue                     # an option, a variable, a URL, a redirection or here-document
+        if install is not None and not (is_local_path(value) or i and words[i - 1] in NAMES_A_PATH):
+            continue                     # a requirement by name
+        path = resolve(cwd, value)
+        found += [tree_path(path, copy) for copy in copies if path and inside(path, copy)]
+    if install is None and cwd is not None and re.fullmatch(BUILD_TOOLS, program(cmd[0])):
+        found += [tree_path(cwd, copy) for copy in copies if inside(cwd, copy)]
+    return found
+
+
+def inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def tree_path(path: str, copy: str) -> str:
+    relative = posixpath.relpath(path, copy)
+    return "" if relative == "." else relative
+
+
+def named_installs(cmd: list[Word], values: list[str], line: int) -> list[PackageSource]:
+    """The packages a pip/uv install takes by name or URL, and from where."""
+    install = pip_install_index(cmd)
+    if install is None:
+        return []
+    index, found, skip = "the package index", [], False
+    args = values[install + 1:]
+    for i, value in enumerate(args):
+        if value in ("-i", "--index-url", "--extra-index-url") and i + 1 < len(args):
+            index = args[i + 1]
+        elif value in ("-f", "--find-links") and i + 1 < len(args) and index == "the package index":
+            index = f"--find-links {args[i + 1]}"
+    command = " ".join(w.raw for w in cmd)[:160]
+    for value in args:
+        if skip:
+            skip = False
+            continue
+        if value in PIP_VALUE_OPTIONS or value in INDEX_OPTIONS or value in NAMES_A_PATH:
+            skip = True             # an option's value, or a local path (-e, -r, -c)
+            continue
+        if value.startswith("-") or "$" in value and not WHEEL_NAME.search(value):
+            continue
+        wheel = WHEEL_NAME.search(value.rsplit("/", 1)[-1])
+        if "://" in value or value.endswith((".whl", ".tar.gz", ".zip")):
+            if wheel:
+                where = f"a wheel at {value}" if "://" in value else f"the file {value}"
+                found.append(PackageSource(canonicalize_name(wheel.group(1)), where, line, command))
+            continue
+        if is_local_path(value):
+            continue
+        name = REQUIREMENT_NAME.match(value)
+        if name:
+            found.append(PackageSource(canonicalize_name(name.group(1)), index, line, command))
+    return found
