@@ -230,7 +230,7 @@ def builtin_profile(name: str) -> Profile:
 
 # What a `base` profile does not pass on to a project with another import name: checks of its own modules.
 OWN_CHECKS = ("check_modules", "smoke_imports", "smoke_commands", "serve_command", "serve_port", "serve_health_path",
-              "serve_request_path", "serve_request_body")
+              "serve_request_path", "serve_request_body", "path_kinds")
 PROFILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
 
 
