@@ -87,6 +87,8 @@ OPTIONS = (
     Option("--no-smoke-checks", "skip the profile's deep imports and commands (the other checks still run)",
            kind="flag"),
     Option("--smoke-timeout", "seconds each smoke check (a deep import, a command) may take", "300", kind="float"),
+    Option("--build-changed-parts", "build the profile's parts a commit changed (SGLang: sgl-kernel/) from its "
+           "tree, not from what the Dockerfile installs", kind="flag"),
     Option("--accept-change-not-in-image", "pass a PR commit whose runtime changes are all outside the image "
            "(reported, not failed)", kind="flag"),
     Option("--serve-check", "start each verified image's server, wait for its health path, send one tiny request "
@@ -163,6 +165,7 @@ class HarnessConfig:
     smoke_checks: bool  # --no-smoke-checks turns them off
     smoke_timeout: float
     accept_change_not_in_image: bool  # a PR commit whose change is not in the image passes (reported)
+    build_changed_parts: bool  # the profile's parts a commit changed are built from its tree
     serve: ServeOptions | None  # --serve-check
     git_timeout: float
     push_retries: int
@@ -307,6 +310,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
         smoke_checks=not options.get("no_smoke_checks"),
         smoke_timeout=positive("--smoke-timeout", float(options["smoke_timeout"])),
         accept_change_not_in_image=bool(options.get("accept_change_not_in_image")),
+        build_changed_parts=bool(options.get("build_changed_parts")),
         serve=serve_options(options, profile),
         git_timeout=positive("--git-timeout", float(options["git_timeout"])),
         push_retries=int(options["push_retries"]),

@@ -51,6 +51,7 @@ class CommitSpec:
     dockerfile: DockerfileSource
     line: int
     parent: str | None = None       # what a PR commit (`human`) is measured against: its record's parent
+    children: tuple[str, ...] = ()  # the PR commits measured against this one (`parent`)
 
     @property
     def test_id(self) -> str:
@@ -82,6 +83,14 @@ class DatasetPlan:
     entries: tuple[Entry, ...]
     blacklisted: tuple[str, ...]
     groups: dict[str, str] = field(default_factory=dict)     # linked commits -> their group's key
+
+
+def child_of(record: dict) -> tuple[str, ...]:
+    """The record's PR commit, when it names a valid one."""
+    try:
+        return (valid_sha(record.get("commit_hash")),)
+    except ValueError:
+        return ()
 
 
 def parent_of(record: dict) -> str | None:
@@ -180,7 +189,8 @@ def commits_of(number: int, record: dict) -> Iterator[Entry]:
             continue
         try:
             yield CommitSpec(sha, (role,), dockerfile_source(record, role), number,
-                             parent_of(record) if role == "human" else None)
+                             parent_of(record) if role == "human" else None,
+                             child_of(record) if role == "parent" else ())
         except ValueError as e:
             yield InvalidEntry(number, f"line {number}: {role} commit {sha}: {e}", sha, (role,))
 
@@ -202,14 +212,17 @@ def merge_commits(entries: Iterable[Entry]) -> list[Entry]:
         roles = tuple(r for r in ROLES if r in previous.roles or r in entry.roles)
         keep = entry if isinstance(previous, InvalidEntry) and isinstance(entry, CommitSpec) else previous
         parent = next((e.parent for e in (previous, entry) if isinstance(e, CommitSpec) and e.parent), None)
-        merged[entry.sha] = _with_roles(keep, roles, parent)
+        children = tuple(dict.fromkeys(c for e in (previous, entry) if isinstance(e, CommitSpec) for c in e.children))
+        merged[entry.sha] = _with_roles(keep, roles, parent, children)
     ordered = [(order[sha], entry) for sha, entry in merged.items()] + loose
     return [entry for _, entry in sorted(ordered, key=lambda pair: pair[0])]
 
 
-def _with_roles(entry: Entry, roles: tuple[str, ...], parent: str | None = None) -> Entry:
+def _with_roles(entry: Entry, roles: tuple[str, ...], parent: str | None = None,
+                children: tuple[str, ...] = ()) -> Entry:
     if isinstance(entry, CommitSpec):
-        return dataclasses.replace(entry, roles=roles, parent=parent or entry.parent)
+        return dataclasses.replace(entry, roles=roles, parent=parent or entry.parent,
+                                   children=children or entry.children)
     return InvalidEntry(entry.line, entry.reason, entry.sha, roles, entry.source)
 
 

@@ -144,6 +144,7 @@ class CommitRun:
         self.config = harness.config
         self.dockerfile_path: str | None = None      # the Dockerfile's path in the tree, when read from it
         self.change_report: changes.ChangeReport | None = None
+        self.commit_diff: tuple[str | None, list[source.Change]] | None = None
 
     def run(self) -> Produced:
         """Build, verify the local image, and only when every check passed, push and confirm the digest;
@@ -271,7 +272,8 @@ class CommitRun:
             scm_version=image.scm_version,
             freeze_until=mirror.end_of_commit_day(image.sha) if self.config.freeze_deps else None,
             project_files=source.project_files(ctx.context, self.config.profile.source_subdir),
-            dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache)
+            dependency_layer=self.config.dependency_layer, package_cache=self.config.package_cache,
+            build_parts=self.changed_parts(image.sha))
         rendered = render.render(original, options)
         ctx.dockerfile.write_text(rendered.text)
         fixes = tuple(context_fixes) + rendered.fixes
@@ -435,14 +437,39 @@ class CommitRun:
         self.change_report = report
         return report.check(self.spec.roles, self.config.accept_change_not_in_image)
 
+    def changed_parts(self, sha: str) -> tuple[str, ...]:
+        """--build-changed-parts: the profile's parts in which the commit changed runtime code, and those its PR
+        commits in the dataset change (a baseline builds them from its tree too, so that a pair differs in the
+        change only, not in how the part was built)."""
+        if not self.config.build_changed_parts or not self.config.profile.parts:
+            return ()
+        mirror, profile = self.harness.mirror, self.config.profile
+        changed = list(self.diff(sha)[1])
+        for child in self.spec.children:
+            changed += mirror.changes(sha, mirror.resolve(child))
+        parts = tuple(part for part in profile.parts
+                      if any(c.path.startswith(part.rstrip("/") + "/") and changes.kind_of(c.path, profile) == "runtime"
+                             for c in changed))
+        if parts:
+            self.record("built_parts", ", ".join(parts))
+        return parts
+
+    def diff(self, sha: str) -> tuple[str | None, list[source.Change]]:
+        """(parent, what the commit changed against it): the record's parent, else git's first (once)."""
+        if self.commit_diff is None:
+            mirror = self.harness.mirror
+            base = mirror.resolve(self.spec.parent) if self.spec.parent else mirror.first_parent(sha)
+            self.commit_diff = (base, mirror.changes(base, sha))
+        return self.commit_diff
+
     def changes(self, image: BuiltImage) -> changes.ChangeReport:
         """The commit's paths against its parent (the record's, else git's first), placed and kinded."""
         mirror, sha = self.harness.mirror, image.sha
-        base = mirror.resolve(self.spec.parent) if self.spec.parent else mirror.first_parent(sha)
+        base, changed = self.diff(sha)
         if image.rendered is None:                   # --verify-only: the Dockerfile as it would be built
             original, _ = self.dockerfile_text(sha)
             image.rendered = render.render(original, render.RenderOptions(
                 profile=self.config.profile, sha=sha, repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
                 dependency_layer=False, package_cache=False)).text
-        return changes.place(mirror.changes(base, sha), self.config.profile, reads.tree_reads(image.rendered),
+        return changes.place(changed, self.config.profile, reads.tree_reads(image.rendered),
                              self.dockerfile_path, base, lambda path: mirror.read_file(sha, path))

@@ -80,6 +80,9 @@ class Profile:
     # What a changed path is, before the built-in rules ("glob=kind", first match wins; kinds in PATH_KINDS):
     # "sgl-router/*=runtime", "scripts/*=other". Runtime code a commit changes must reach its image.
     path_kinds: tuple[str, ...] = ()
+    # Folders of the tree the Dockerfile may take prebuilt (a wheel from an index) that --build-changed-parts
+    # builds from the commit's tree when the commit changes them: SGLang's "sgl-kernel".
+    parts: tuple[str, ...] = ()
 
     @property
     def package_path(self) -> str:
@@ -115,6 +118,8 @@ class Profile:
             (bool(re.match(r"^[a-z+]+://|^git@|^/|^\.", self.repo_url)),
              f"repo_url {self.repo_url!r} is neither a URL nor a path"),
             *self.smoke_and_serve_checks(),
+            *[(bool(part) and not part.startswith("/") and ".." not in part.split("/") and "$" not in part,
+               f"parts entry {part!r} must be a folder of the repository (relative, no `..`)") for part in self.parts],
             *[(bool(rule.rpartition("=")[0]) and rule.rpartition("=")[2] in PATH_KINDS,
                f"path_kinds entry {rule!r} is not GLOB=KIND with KIND one of {', '.join(PATH_KINDS)}")
               for rule in self.path_kinds],
@@ -182,6 +187,7 @@ SGLANG = Profile(
     build_arg="SGLANG_COMMIT",
     dockerfile_candidates=("docker/Dockerfile", "Dockerfile"),
     fixes=("dockerfile_syntax", "no_git_mount"),
+    parts=("sgl-kernel",),
     smoke_imports=("sglang.launch_server", "sglang.srt.server_args", "sglang.srt.entrypoints.http_server",
                    "sglang.srt.server", "sglang.srt.managers.scheduler", "sglang.srt.managers.tp_worker",
                    "sglang.srt.model_executor.model_runner", "sgl_kernel", "flashinfer"),
@@ -230,7 +236,7 @@ def builtin_profile(name: str) -> Profile:
 
 # What a `base` profile does not pass on to a project with another import name: checks of its own modules.
 OWN_CHECKS = ("check_modules", "smoke_imports", "smoke_commands", "serve_command", "serve_port", "serve_health_path",
-              "serve_request_path", "serve_request_body", "path_kinds")
+              "serve_request_path", "serve_request_body", "path_kinds", "parts")
 PROFILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
 
 

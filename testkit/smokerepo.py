@@ -186,7 +186,7 @@ setup(packages=["sgl_kernel"], package_dir={"": "python"},
 
 def kernel_source(variant: int) -> str:
     """The kernel's C source; each variant compiles to a different extension."""
-    return KERNEL.format(declaration=f"static const int VARIANT = {variant};", call="(void)VARIANT;")
+    return KERNEL.format(declaration=f'const char sgl_kernel_variant[] = "kernel-variant-{variant}";', call="")
 
 
 def kernel_files() -> dict[str, str | bytes]:

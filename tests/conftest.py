@@ -25,6 +25,7 @@ from testkit.minirepo import MiniRepo, make_repo, record  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 BASE_IMAGE = os.environ.get("HARNESS_TEST_BASE_IMAGE", "harness-base:bookworm")
+DEV_IMAGE = os.environ.get("HARNESS_TEST_DEV_IMAGE", "harness-dev:bookworm")     # the base with gcc and headers
 BASE_MAP = f"nvcr.io/*={BASE_IMAGE}"
 
 

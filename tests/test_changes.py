@@ -143,3 +143,23 @@ def test_placing_uses_the_package_the_reads_and_the_dockerfile():
     assert "sgl-kernel from https://example.org/whl" in placed.instead()
     assert placed.attested()["not_in_the_image"] == [{"status": "R", "path": "sgl-kernel/csrc/new.cu",
                                                       "kind": "runtime", "from": "sgl-kernel/csrc/old.cu"}]
+
+
+@pytest.mark.parametrize("sha, text", SGLANG_FILES, ids=[sha for sha, _ in SGLANG_FILES])
+def test_a_changed_part_is_built_from_the_tree_after_the_project_on_every_real_sglang_dockerfile(sha, text):
+    options = RenderOptions(profile=SGLANG, sha="0" * 40, fixes=frozenset(SGLANG.fixes), build_parts=("sgl-kernel",))
+    rendered = render(text, options)
+    step = next(line for line in rendered.text.splitlines() if "--force-reinstall ." in line)
+    assert "id=harness-ccache" in step and "cd /sgl-workspace/sglang/sgl-kernel && " in step
+    lines = rendered.text.splitlines()
+    assert lines.index(step) > max(i for i, line in enumerate(lines) if "cp -a /tmp/harness-src/." in line)
+    assert lines.index(step) < next(i for i, line in enumerate(lines) if "/opt/sglang_commit.txt" in line)
+    assert any("--build-changed-parts: sgl-kernel/ built from the commit's tree" in n for n in rendered.notes)
+    assert tree_reads(rendered.text).reader_of("sgl-kernel/csrc/gemm/fp8_gemm.cu") == "sgl-kernel"
+
+
+def test_parts_are_folders_of_the_tree(tmp_path):
+    bad = tmp_path / "profile.toml"
+    bad.write_text('base = "sglang"\nparts = ["../kernels"]\n')
+    with pytest.raises(ConfigError, match="parts entry '../kernels' must be a folder of the repository"):
+        load_profile_file(bad)

@@ -70,7 +70,16 @@ def test_record_yields_human_then_parent_with_their_dockerfiles():
     entries = parse_dataset([line(commit_hash=A, parent_commit=B, dockerfile_content="FROM x\n",
                                   parent_dockerfile_path="docker/Dockerfile")])
     assert entries == [CommitSpec(A, ("human",), DockerfileSource(content="FROM x\n"), 1, parent=B),
-                       CommitSpec(B, ("parent",), DockerfileSource(path="docker/Dockerfile"), 1)]
+                       CommitSpec(B, ("parent",), DockerfileSource(path="docker/Dockerfile"), 1, children=(A,))]
+
+
+def test_a_commit_in_several_records_keeps_its_parent_and_every_child():
+    entries = parse_dataset([line(commit_hash=A, parent_commit=B), line(commit_hash=C, parent_commit=B),
+                             line(commit_hash=B, parent_commit="d" * 40)])
+    by_sha = {e.sha: e for e in entries}
+    assert by_sha[B].roles == ("human", "parent") and by_sha[B].parent == "d" * 40
+    assert by_sha[B].children == (A, C)
+    assert by_sha[A].parent == B and by_sha[A].children == ()
 
 
 def test_content_wins_over_path_and_missing_both_means_profile_candidates():

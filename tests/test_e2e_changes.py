@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import docker
 import pytest
 
 from testkit.forgeries import build
 from testkit.minirepo import record
 from testkit.smokerepo import kernel_wheel, make_kernel_repo
+from tests.conftest import DEV_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -61,3 +63,49 @@ def test_where_each_commits_change_went(harness_runner, kernels_base, tmp_path):
     assert accepted.outcomes[kernel].status == "success", accepted.output[-3000:]
     assert accepted.outcomes[kernel].properties["check.change_not_in_image"].startswith(
         "ok   change_not_in_image: accepted (--accept-change-not-in-image)")
+
+
+@pytest.fixture
+def compiling_kernels_base(docker_client, kernels_base):
+    """The kernels base with a C compiler and Python's headers (harness-dev:bookworm, made by .ci/setup)."""
+    try:
+        docker_client.images.get(DEV_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{DEV_IMAGE} (a compiler and Python's headers) is missing: run `bash .ci/setup`", pytrace=False)
+    ref = build(docker_client, f"FROM {DEV_IMAGE}\nCOPY --from={kernels_base} /opt/wheels /opt/wheels\n",
+                repository="kernels-dev")
+    yield ref
+    docker_client.images.remove(ref, force=True)
+
+
+def extension_of(client, ref: str) -> bytes:
+    """The bytes of the kernel extension the image's Python imports."""
+    return client.containers.run(ref, ["python3", "-c", "import sgl_kernel.common_ops as m, sys; "
+                                       "sys.stdout.buffer.write(open(m.__file__, 'rb').read())"],
+                                 entrypoint=[], remove=True, network_disabled=True)
+
+
+def prebuilt_extension(client, ref: str) -> bytes:
+    """The kernel extension inside the prebuilt wheel the Dockerfile installs."""
+    return client.containers.run(ref, ["python3", "-c", "import glob, sys, zipfile; sys.stdout.buffer.write(zipfile."
+                                       "ZipFile(glob.glob('/opt/wheels/*.whl')[0]).read('sgl_kernel/common_ops.so'))"],
+                                 entrypoint=[], remove=True, network_disabled=True)
+
+
+def test_build_changed_parts_builds_the_changed_kernel_from_the_commits_tree(harness_runner, compiling_kernels_base,
+                                                                             docker_client, tmp_path):
+    repo, shas = make_kernel_repo(tmp_path / "sglang")
+    first, kernel = shas["first"], shas["kernel"]
+    harness_runner.write_dataset(record(kernel, first))
+    run = harness_runner.run(repo.path, "--no-push", "--no-smoke-checks", "--build-changed-parts",
+                             f"--base-image-map=kernels.local/*={compiling_kernels_base}")
+    outcomes = run.outcomes
+    assert {sha: o.status for sha, o in outcomes.items()} == {first: "success", kernel: "success"}, run.output[-4000:]
+    assert outcomes[kernel].properties["built_parts"] == "sgl-kernel"
+    assert outcomes[first].properties["built_parts"] == "sgl-kernel"   # the baseline's kernel too: built the same way
+    assert outcomes[kernel].properties["change.built"] == "M sgl-kernel/csrc/common_ops.c (runtime)"
+    assert "every runtime change against" in outcomes[kernel].properties["check.change_not_in_image"]
+    parent_so, child_so = (extension_of(docker_client, harness_runner.ref(sha)) for sha in (first, kernel))
+    assert b"kernel-variant-1" in parent_so and b"kernel-variant-2" not in parent_so      # each from its own tree
+    assert b"kernel-variant-2" in child_so and b"kernel-variant-1" not in child_so
+    assert prebuilt_extension(docker_client, compiling_kernels_base) not in (parent_so, child_so)

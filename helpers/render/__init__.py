@@ -3,7 +3,8 @@
     fixes (syntax, .git mounts, wheel size check) -> pin_source -> late source (dependencies in the
         source's place, the source itself last) -> undo the old recipe's early identity -> declare_identity
         -> setuptools-scm version and dependency cut-off, declared late
-        -> package and compiler cache mounts -> map_base_images
+        -> the changed parts built from the tree (--build-changed-parts) -> package and compiler cache mounts
+        -> map_base_images
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from helpers.render.identity import (
     undo_early_identity,
 )
 from helpers.render.late import late_source
+from helpers.render.parts import build_parts
 from helpers.render.pin import pin_source_report
 
 __all__ = ["RenderOptions", "Rendered", "render", "pin_source", "declare_identity", "map_base_images",
@@ -45,6 +47,7 @@ class RenderOptions:
     project_files: Mapping[str, str] = field(default_factory=dict)   # pyproject.toml and its lists
     dependency_layer: bool = True
     package_cache: bool = True
+    build_parts: tuple[str, ...] = ()    # --build-changed-parts: the profile's parts this commit changed
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ def render(text: str, options: RenderOptions) -> Rendered:
         notes += moved
     text, undone = undo_early_identity(text, options.profile)
     notes += undone
+    text, built = build_parts(text, options.build_parts)
+    notes += built
     text = declare_identity(text, options.profile)
     build_args = {options.profile.build_arg: options.sha}
     if "scm_version" in options.fixes and options.scm_version:
