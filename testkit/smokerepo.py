@@ -102,9 +102,14 @@ def compile_kernel(missing_symbol: str | None = None) -> bytes:
     `missing_symbol`, one of its functions calls a symbol nothing in the image defines."""
     declaration = f"extern void {missing_symbol}(void);" if missing_symbol else ""
     call = f"{missing_symbol}();" if missing_symbol else ""
+    return compile_c(KERNEL.format(declaration=declaration, call=call))
+
+
+def compile_c(text: str) -> bytes:
+    """A C source compiled into an extension module with the host's gcc and Python headers."""
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "common_ops.c", Path(tmp) / "common_ops.so"
-        source.write_text(KERNEL.format(declaration=declaration, call=call))
+        source.write_text(text)
         subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"], str(source),
                         "-o", str(target)], check=True, capture_output=True)
         return target.read_bytes()
@@ -211,12 +216,7 @@ def kernel_files() -> dict[str, str | bytes]:
 
 def kernel_wheel() -> bytes:
     """The prebuilt kernel wheel the Dockerfile installs (the first variant's extension, compiled here)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "common_ops.c", Path(tmp) / "common_ops.so"
-        source.write_text(kernel_source(1))
-        subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"], str(source),
-                        "-o", str(target)], check=True, capture_output=True)
-        extension = target.read_bytes()
+    extension = compile_c(kernel_source(1))
     info = "sgl_kernel-0.0.1.dist-info/"
     files = {"sgl_kernel/__init__.py": b"", "sgl_kernel/common_ops.so": extension,
              info + "METADATA": b"Metadata-Version: 2.1\nName: sgl-kernel\nVersion: 0.0.1\n",

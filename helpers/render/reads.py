@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
-from helpers.render.dockerfile import Document, expand, parse, stage_names, stages
+from helpers.render.dockerfile import Document, Instruction, StageState, expand, parse, stage_names, stages
 from helpers.render.late import READS_NOTHING, is_local_path, shell_commands
 from helpers.render.shellwords import PIP_VALUE_OPTIONS, Word, pip_install_index, program, resolve
 
@@ -69,48 +69,56 @@ def tree_reads(text: str) -> TreeReads:
     reaching = stages_reaching_final(doc)
     names = stage_names(doc)
     copies: dict[int, list[str]] = {}         # stage -> where a whole copy of the tree is
-    roots: list[str] = []
-    patterns: list[str] = []
-    packages: list[PackageSource] = []
+    found = Found([], [], [])
     for inst, state in stages(doc):
         if inst.cmd == "FROM":
             parent = names.get(inst.value[0].lower()) if inst.value else None
             copies[inst.stage] = list(copies.get(parent, [])) if parent is not None else []
+        elif inst.stage in reaching and inst.cmd in ("COPY", "ADD"):
+            copy_reads(inst, state, copies[inst.stage], found)
+        elif inst.stage in reaching and inst.cmd == "RUN":
+            run_reads(doc.text_of(inst), inst.first + 1, state, copies[inst.stage], found)
+    return TreeReads(tuple(dict.fromkeys(found.roots)), tuple(dict.fromkeys(found.patterns)), tuple(found.packages))
+
+
+@dataclass
+class Found:
+    roots: list[str]
+    patterns: list[str]
+    packages: list[PackageSource]
+
+
+def copy_reads(inst: Instruction, state: StageState, copies: list[str], found: Found) -> None:
+    """A COPY/ADD from the build context: each source it names, or (the whole context) a copy of the tree."""
+    if any(f.startswith("--from") for f in inst.flags) or len(inst.value) < 2:
+        return
+    for src in inst.value[:-1]:
+        if src.startswith("<<") or "://" in src:
+            continue            # a here-document's text, a download
+        path = posixpath.normpath(src.lstrip("/")) if src.strip("/") else "."
+        if path in (".", "*"):
+            dest = resolve(state.workdir or "/", expand(inst.value[-1], state.variables))
+            if dest:
+                copies.append(dest)
+        elif any(c in path for c in "*?["):
+            found.patterns.append(path)
+        else:
+            found.roots.append(path)
+
+
+def run_reads(text: str, line: int, state: StageState, copies: list[str], found: Found) -> None:
+    """A RUN: the harness's copies of the tree it makes, the tree paths its commands read, what it installs."""
+    for _words, cmd, cwd in shell_commands(text, state.workdir):
+        if not cmd:
             continue
-        if inst.stage not in reaching:
-            continue
-        here = copies[inst.stage]
-        if inst.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in inst.flags) and len(inst.value) > 1:
-            for src in inst.value[:-1]:
-                if src.startswith("<<") or "://" in src:
-                    continue            # a here-document's text, a download
-                path = posixpath.normpath(src.lstrip("/")) if src.strip("/") else "."
-                if path in (".", "*"):
-                    dest = resolve(state.workdir or "/", expand(inst.value[-1], state.variables))
-                    if dest:
-                        here.append(dest)
-                elif any(c in path for c in "*?["):
-                    patterns.append(path)
-                else:
-                    roots.append(path)
-            continue
-        if inst.cmd != "RUN":
-            continue
-        run_text = doc.text_of(inst)
-        for _words, cmd, cwd in shell_commands(run_text, state.workdir):
-            if not cmd:
-                continue
-            values = [expand(w.value, state.variables) for w in cmd]
-            if program(cmd[0]) == "cp" and SOURCE_COPY in values:
-                dest = resolve(cwd, values[-1])
-                if dest:
-                    here.append(dest)
-                continue
-            if program(cmd[0]) in READS_NOTHING | {"mkdir", "rm", "chmod", "chown", "ln", "touch"}:
-                continue
-            roots += read_paths(cmd, values, cwd, here)
-            packages += named_installs(cmd, values, inst.first + 1)
-    return TreeReads(tuple(dict.fromkeys(roots)), tuple(dict.fromkeys(patterns)), tuple(packages))
+        values = [expand(w.value, state.variables) for w in cmd]
+        if program(cmd[0]) == "cp" and SOURCE_COPY in values:
+            dest = resolve(cwd, values[-1])
+            if dest:
+                copies.append(dest)
+        elif program(cmd[0]) not in READS_NOTHING | {"mkdir", "rm", "chmod", "chown", "ln", "touch"}:
+            found.roots += read_paths(cmd, values, cwd, copies)
+            found.packages += named_installs(cmd, values, line)
 
 
 def stages_reaching_final(doc: Document) -> set[int]:
