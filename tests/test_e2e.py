@@ -299,6 +299,8 @@ def test_verify_only_verifies_what_the_registry_serves_not_the_local_image(harne
     # the local genuine image still passes when asked for explicitly
     local = harness_runner.run(mini_repo.path, "--verify-only", "--no-push", "-k", child)
     assert local.outcomes[child].status == "success", local.output
+    # with no build to read, the Dockerfile is rendered again to say where the change went
+    assert local.outcomes[child].properties["change"] == "1 verified, 0 built, 0 not in the image"
     docker_client.images.remove(f"{genuine}-genuine", force=True)
 
 
