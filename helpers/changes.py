@@ -163,15 +163,19 @@ class ChangeReport:
 
 
 def place(changes: list[Change], profile: Profile, reads: TreeReads, dockerfile_path: str | None,
-          base: str | None, read_file: Callable[[str], str | None]) -> ChangeReport:
-    """Each change placed (verified, built, not in the image) and kinded; for runtime code not in the image,
-    the part it belongs to (the nearest folder with a pyproject.toml or setup.py) and where the build
-    installs that part from instead."""
+          base: str | None, read_file: Callable[[str], str | None],
+          gitlinks: frozenset[str] = frozenset()) -> ChangeReport:
+    """Each change placed (verified, built, not in the image) and kinded (a submodule whose path says
+    nothing else is runtime code: its commit is the code); for runtime code not in the image, the part it
+    belongs to (the nearest folder with a pyproject.toml or setup.py) and where the build installs that part
+    from instead."""
     package = profile.package_path.rstrip("/") + "/"
     read_file = functools.lru_cache(maxsize=None)(read_file)
     placed = []
     for change in changes:
         kind = kind_of(change.path, profile)
+        if kind == "other" and change.path in gitlinks:
+            kind = "runtime"
         if change.path.startswith(package):
             placed.append(PathChange(change, VERIFIED, kind))
         elif change.path == dockerfile_path:

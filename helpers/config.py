@@ -87,6 +87,8 @@ OPTIONS = (
     Option("--no-smoke-checks", "skip the profile's deep imports and commands (the other checks still run)",
            kind="flag"),
     Option("--smoke-timeout", "seconds each smoke check (a deep import, a command) may take", "300", kind="float"),
+    Option("--no-submodules", "leave every submodule's folder empty, as `git archive` leaves it (the build "
+           "does without them)", kind="flag"),
     Option("--build-changed-parts", "build the profile's parts a commit changed (SGLang: sgl-kernel/) from its "
            "tree, not from what the Dockerfile installs", kind="flag"),
     Option("--accept-change-not-in-image", "pass a PR commit whose runtime changes are all outside the image "
@@ -166,6 +168,7 @@ class HarnessConfig:
     smoke_timeout: float
     accept_change_not_in_image: bool  # a PR commit whose change is not in the image passes (reported)
     build_changed_parts: bool  # the profile's parts a commit changed are built from its tree
+    submodules: bool  # --no-submodules turns off fetching each submodule into the context
     serve: ServeOptions | None  # --serve-check
     git_timeout: float
     push_retries: int
@@ -311,6 +314,7 @@ def make_config(given: dict, root: Path, session_id: str) -> HarnessConfig:
         smoke_timeout=positive("--smoke-timeout", float(options["smoke_timeout"])),
         accept_change_not_in_image=bool(options.get("accept_change_not_in_image")),
         build_changed_parts=bool(options.get("build_changed_parts")),
+        submodules=not options.get("no_submodules"),
         serve=serve_options(options, profile),
         git_timeout=positive("--git-timeout", float(options["git_timeout"])),
         push_retries=int(options["push_retries"]),

@@ -13,6 +13,7 @@ CATEGORIES = (
     "dockerfile_missing",
     "unpinnable_dockerfile",
     "context_failed",
+    "submodule_unavailable",
     "build_failed",
     "build_timeout",
     "push_failed",
@@ -91,6 +92,12 @@ class UnpinnableDockerfile(HarnessError):
 
 class ContextFailed(HarnessError):
     category = "context_failed"
+
+
+class SubmoduleUnavailable(HarnessError):
+    """A submodule the commit records could not be fetched at its commit (and the build needs it)."""
+
+    category = "submodule_unavailable"
 
 
 class BuildFailed(HarnessError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, changes, disk, image_facts, publish, render, report, serve, smoke, source, verify
+from helpers import build, changes, disk, image_facts, publish, render, report, serve, smoke, source, submodules, verify
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec, InvalidEntry
 from helpers.disk import COMMIT_LABEL, SESSION_LABEL
@@ -28,6 +28,7 @@ from helpers.resources import Resources, engine_endpoint, harness_version
 from helpers.verify import CheckResult
 
 Record = Callable[[str, object], None]
+SUBMODULES_LABEL = "commit-image-harness.submodules"      # `path=commit` of each submodule, space-separated
 
 
 @dataclass
@@ -47,6 +48,7 @@ class BuiltImage:
     cache_tags: list[str] = field(default_factory=list)     # pushed too, for other machines' builds
     local: bool = False                 # this run put it in the engine (built it, or pulled it to verify)
     rendered: str | None = None         # the Dockerfile as built (what the change check reads)
+    submodules: tuple[submodules.Submodule, ...] = ()   # archived into its context, each at its commit
 
     @property
     def subject(self) -> str:
@@ -222,6 +224,7 @@ class CommitRun:
             return image
         ctx = source.make_context(harness.mirror, sha, self.config.work_dir)
         try:
+            self.add_submodules(ctx, image)
             prepared = self.prepare(ctx, image)
             image.rendered = prepared.rendered.text
             if self.config.prepare_only:
@@ -233,6 +236,27 @@ class CommitRun:
             if not self.config.keep_contexts:
                 ctx.remove()
         return image
+
+    def add_submodules(self, ctx: source.BuildContext, image: BuiltImage) -> None:
+        """Each submodule the commit records, at its commit, into its folder of the context (recorded as
+        `submodules`); Git LFS pointers in the context are recorded as `lfs_pointers`."""
+        if self.config.submodules:
+            fetched = submodules.fetch(self.harness.mirror, image.sha, ctx.context,
+                                       self.config.profile.optional_submodules)
+            image.submodules = fetched.submodules
+            ctx.notes += list(fetched.notes)
+            if fetched.submodules:
+                self.record("submodules", ", ".join(s.line() for s in fetched.submodules))
+            if fetched.notes:
+                self.record("submodule_notes", "; ".join(fetched.notes)[:2000])
+        elif submodules.recorded(self.harness.mirror, image.sha):
+            ctx.notes.append("--no-submodules: the submodules' folders are left empty")
+            self.record("submodules", "left empty (--no-submodules)")
+        pointers = submodules.lfs_pointers(ctx.context)
+        if pointers:
+            self.record("lfs_pointers", ", ".join(pointers))
+            ctx.notes.append(f"Git LFS pointer files (the objects were not fetched) reach the image: "
+                             f"{', '.join(pointers)}")
 
     def publish(self, image: BuiltImage) -> None:
         """Push a verified image, then the registry must serve the pushed digest under the tag; then its cache
@@ -300,7 +324,9 @@ class CommitRun:
         request = build.BuildRequest(
             dockerfile=ctx.dockerfile, context=ctx.context, tag=image.ref, build_args=prepared.rendered.build_args,
             labels={verify.REVISION_LABEL: image.sha, COMMIT_LABEL: image.sha,
-                    "org.opencontainers.image.source": source.redact_url(self.config.repo_url)},
+                    "org.opencontainers.image.source": source.redact_url(self.config.repo_url),
+                    **({SUBMODULES_LABEL: " ".join(f"{s.path}={s.commit}" for s in image.submodules)}
+                       if image.submodules else {})},
             platform=self.config.platform, builder=self.config.builder,
             cache_from=self.config.cache_from + shared, cache_to=self.config.cache_to, inline_cache=inline)
         if shared:
@@ -343,7 +369,8 @@ class CommitRun:
             package_tree=mirror.tree_id(image.sha, profile.package_path), package_files=len(files),
             checks=tuple((c.category, c.passed, c.found) for c in checks), harness_version=harness_version(),
             verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            change=self.change_report.attested() if self.change_report else None))
+            change=self.change_report.attested() if self.change_report else None,
+            submodules=tuple({"path": s.path, "url": s.url, "commit": s.commit} for s in image.submodules)))
 
     def dockerfile_text(self, sha: str) -> tuple[str, str]:
         if self.spec.dockerfile.content is not None:
@@ -472,4 +499,5 @@ class CommitRun:
                 profile=self.config.profile, sha=sha, repo_ids=(self.config.repo_url,), fixes=self.config.fixes,
                 dependency_layer=False, package_cache=False)).text
         return changes.place(changed, self.config.profile, reads.tree_reads(image.rendered),
-                             self.dockerfile_path, base, lambda path: mirror.read_file(sha, path))
+                             self.dockerfile_path, base, lambda path: mirror.read_file(sha, path),
+                             frozenset(path for path, _, _ in submodules.recorded(mirror, sha)))

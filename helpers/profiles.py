@@ -83,6 +83,8 @@ class Profile:
     # Folders of the tree the Dockerfile may take prebuilt (a wheel from an index) that --build-changed-parts
     # builds from the commit's tree when the commit changes them: SGLang's "sgl-kernel".
     parts: tuple[str, ...] = ()
+    # Submodules (paths, globs) the build does without: one that cannot be fetched is a note, not a failure.
+    optional_submodules: tuple[str, ...] = ()
 
     @property
     def package_path(self) -> str:
@@ -236,7 +238,8 @@ def builtin_profile(name: str) -> Profile:
 
 # What a `base` profile does not pass on to a project with another import name: checks of its own modules.
 OWN_CHECKS = ("check_modules", "smoke_imports", "smoke_commands", "serve_command", "serve_port", "serve_health_path",
-              "serve_request_path", "serve_request_body", "path_kinds", "parts")
+              "serve_request_path", "serve_request_body", "path_kinds", "parts",
+              "optional_submodules")
 PROFILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
 
 

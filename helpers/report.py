@@ -224,6 +224,7 @@ class Verification:
     harness_version: str
     verified_at: str
     change: dict | None = None      # where the commit's change went (helpers/changes.py), when judged
+    submodules: tuple[dict, ...] = ()   # each submodule archived into the build: path, URL, commit
 
 
 def statement(v: Verification) -> dict:
@@ -236,7 +237,8 @@ def statement(v: Verification) -> dict:
                           "package": {"path": v.package_path, "tree": v.package_tree, "files": v.package_files},
                           "checks": [{"name": c, "passed": ok, "found": found} for c, ok, found in v.checks],
                           "harness": {"version": v.harness_version}, "verifiedAt": v.verified_at,
-                          **({"change": v.change} if v.change is not None else {})}}
+                          **({"change": v.change} if v.change is not None else {}),
+                          **({"submodules": list(v.submodules)} if v.submodules else {})}}
 
 
 def write_attestation(folder: Path, v: Verification) -> Path:

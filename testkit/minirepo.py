@@ -268,3 +268,46 @@ def make_vllm_repo(path: Path) -> MiniRepo:
     git(path, "tag", "v0.1.0")
     repo.commit("child", {"vllm/engine.py": "BLOCK_SIZE = 32\n"})
     return repo
+
+
+SUBMODULE_DOCKERFILE = """\
+FROM nvcr.io/nvidia/tritonserver:24.04-py3-min
+WORKDIR /sgl-workspace
+RUN git clone https://github.com/sgl-project/sglang.git \\
+    && cd sglang \\
+    && git submodule update --init --recursive \\
+    && python3 -m pip install --no-deps --no-build-isolation --break-system-packages -e "python"
+{read}"""
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1"
+               "258daaa5e2ca24d17e2393\nsize 12345\n")
+READ_SUBMODULES = ("RUN cat /sgl-workspace/sglang/third_party/lib/VERSION "
+                   "/sgl-workspace/sglang/third_party/lib/deps/inner/inner.txt > /opt/lib.txt\n")
+
+
+def submodule(repo: Path, url: str, path: str) -> None:
+    """`git submodule add` of a local repository (file transport allowed for this command only)."""
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", url, path)
+
+
+def make_submodule_repos(root: Path) -> tuple[MiniRepo, dict[str, str]]:
+    """A mini SGLang recording `third_party/lib` (relative URL `../lib`), which records `deps/inner` (`../inner`):
+    each a real repository beside it. Commits: `recorded` (the Dockerfile reads both submodules' files;
+    lib moves on afterwards, so its tip is not what was recorded), then `unreachable` (`.gitmodules` points
+    lib at a repository that does not exist; the Dockerfile no longer reads it)."""
+    inner, lib = MiniRepo(root / "inner"), MiniRepo(root / "lib")
+    for sub in (inner, lib):
+        sub.path.mkdir(parents=True)
+        git(sub.path, "init", "-q", "-b", "main")
+    inner.commit("inner v1", {"inner.txt": "inner v1\n"})
+    lib.commit("lib v1", {"VERSION": "lib v1\n"})
+    submodule(lib.path, "../inner", "deps/inner")
+    git(lib.path, "commit", "-q", "-m", "lib records inner")
+    repo = make_repo(root / "sglang")
+    submodule(repo.path, "../lib", "third_party/lib")
+    shas = {"recorded": repo.commit("third_party/lib recorded", {
+        "docker/Dockerfile": SUBMODULE_DOCKERFILE.format(read=READ_SUBMODULES), "models/weights.bin": LFS_POINTER})}
+    lib.commit("lib v2, never recorded", {"VERSION": "lib v2\n"})
+    gitmodules = (repo.path / ".gitmodules").read_text().replace("../lib", "../missing-lib")
+    shas["unreachable"] = repo.commit("lib moved", {".gitmodules": gitmodules,
+                                                   "docker/Dockerfile": SUBMODULE_DOCKERFILE.format(read="")})
+    return repo, shas
