@@ -130,7 +130,8 @@ def lfs_pointers(root: Path, limit: int = 20) -> list[str]:
         for name in files:
             path = Path(folder) / name
             try:
-                if path.is_symlink() or path.stat().st_size > 512:
+                size = path.lstat().st_size
+                if not 100 <= size <= 400 or path.is_symlink():     # a pointer is about 130 bytes
                     continue
                 with open(path, "rb") as f:
                     if f.read(len(LFS_POINTER)) == LFS_POINTER:

@@ -48,7 +48,9 @@ def test_pair_is_built_pushed_and_verified(harness_runner, pair_dataset, mini_re
                                                     "python/sglang").splitlines())
     assert [c["name"] for c in predicate["checks"] if c["passed"]] == [
         "verify_label", "verify_proof_file", "verify_source_mismatch", "verify_import", "verify_editable_install",
-        "verify_version", "verify_smoke"]
+        "verify_version", "verify_smoke", "change_not_in_image"]
+    assert predicate["change"]["against"] == parent and [p["path"] for p in predicate["change"]["verified"]] == \
+        ["python/sglang/srt/scheduler.py"]
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", predicate["harness"]["version"])
     success = (harness_runner.workdir / "status" / "success.txt").read_text().splitlines()
     assert success[0] == "# SUCCESS: 2 commits"
