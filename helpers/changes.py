@@ -49,8 +49,9 @@ BENCHMARK_FOLDERS = {"benchmark", "benchmarks", "bench"}
 CODE_SUFFIXES = {".py", ".pyx", ".pxd", ".pyi", ".c", ".cc", ".cpp", ".cxx", ".cu", ".cuh", ".h", ".hh", ".hpp",
                  ".hxx", ".inl", ".inc", ".s", ".S", ".metal", ".rs", ".go", ".cmake", ".so", ".ptx", ".cubin"}
 BUILD_FILES = re.compile(r"setup\.py|setup\.cfg|pyproject\.toml|CMakeLists\.txt|Makefile|meson\.build|"
-                         r"MANIFEST\.in|build\.sh|BUILD(\.bazel)?|WORKSPACE|Cargo\.toml|requirements.*\.(txt|in)|"
-                         r"Dockerfile.*|.*\.dockerfile")
+                         r"MANIFEST\.in|build\.sh|BUILD(\.bazel)?|WORKSPACE|Cargo\.toml|requirements.*\.(txt|in)")
+# A Dockerfile is how an image is made, not code it runs: the one in use is *built*, any other is other.
+DOCKERFILES = re.compile(r"Dockerfile.*|.*\.dockerfile|docker-compose.*\.ya?ml")
 
 
 def kind_of(path: str, profile: Profile) -> str:
@@ -66,6 +67,8 @@ def kind_of(path: str, profile: Profile) -> str:
         return "test"
     if BENCHMARK_FOLDERS & set(folders):
         return "benchmark"
+    if DOCKERFILES.fullmatch(name):
+        return "other"
     if BUILD_FILES.fullmatch(name) or posixpath.splitext(name)[1] in CODE_SUFFIXES:
         return "runtime" if not DOCS_FOLDERS & set(folders) else "docs"
     if DOCS_FOLDERS & set(folders) or DOCS_FILES.fullmatch(name):

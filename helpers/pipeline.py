@@ -374,7 +374,13 @@ class CommitRun:
 
     def dockerfile_text(self, sha: str) -> tuple[str, str]:
         if self.spec.dockerfile.content is not None:
-            return self.spec.dockerfile.content, "dataset content"
+            content, mirror = self.spec.dockerfile.content, self.harness.mirror
+            for path in [self.spec.dockerfile.path] if self.spec.dockerfile.path else \
+                    self.config.profile.dockerfile_candidates:
+                if mirror.read_file(sha, path) == content:       # the tree's own Dockerfile: the commit's change
+                    self.dockerfile_path = path
+                    break
+            return content, "dataset content"
         path, text = source.find_dockerfile(self.harness.mirror, sha, self.spec.dockerfile.path,
                                             self.config.profile.dockerfile_candidates)
         self.dockerfile_path = path

@@ -33,6 +33,8 @@ from tests.test_render_real_dockerfiles import SGLANG_FILES, VLLM_FILES
     (".pre-commit-config.yaml", "ci"),
     ("benchmark/gsm8k/bench_sglang.py", "benchmark"),
     ("scripts/killall_sglang.sh", "other"),
+    ("docker/Dockerfile.rocm", "other"),           # how an image is made: the one in use is placed *built*
+    ("docker/Dockerfile", "other"),
     ("assets/logo.png", "docs"),
 ])
 def test_each_path_has_its_kind(path, kind):
