@@ -212,13 +212,15 @@ def processes_matching(text: str) -> list[str]:
 
 def _processes(text: str) -> list[tuple[int, str]]:
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for name in os.listdir("/proc"):            # a process may end at any moment: each read on its own
+        if not name.isdigit():
+            continue
         try:
-            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            line = Path("/proc", name, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
         if text in line:
-            found.append((int(cmdline.parent.name), line))
+            found.append((int(name), line))
     return found
 
 
@@ -238,3 +240,34 @@ def wait_until(predicate, deadline: float, what: str, poll: float = 0.2) -> None
             raise TimeoutError(f"waited {deadline}s for {what}")
         time.sleep(poll)
 
+
+
+class ArgvWatch:
+    """While open, samples every live process's command line for `text` (every 20 ms: any process the
+    harness starts lives longer than that); `seen` holds the command lines that carried it."""
+
+    def __init__(self, text: str, every: float = 0.02):
+        self.text, self.every = text, every
+        self.seen: list[str] = []
+        self.failed: BaseException | None = None
+        self.running = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        try:
+            while self.running.is_set():
+                self.seen.extend(processes_matching(self.text))
+                time.sleep(self.every)
+        except BaseException as e:      # a watch that stopped watching must not pass as "nothing seen"
+            self.failed = e
+
+    def __enter__(self) -> ArgvWatch:
+        self.running.set()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.running.clear()
+        self.thread.join()
+        if self.failed is not None:
+            raise RuntimeError(f"the watch for {self.text[:4]}... stopped: {self.failed!r}") from self.failed

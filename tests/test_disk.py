@@ -18,7 +18,7 @@ from testkit.faults import SmallDiskEngine
 from testkit.minirepo import MiniRepo, make_repo, record
 from tests.conftest import local_tags
 
-BLOB_MB = 320           # each commit's own layer (a model file, in real life)
+BLOB_MB = 160           # each commit's own layer (a model file, in real life)
 
 
 @pytest.mark.parametrize("text, expected", [("30G", 30 * 2 ** 30), ("500MiB", 500 * 2 ** 20), ("2gb", 2 * 2 ** 30),
@@ -70,7 +70,7 @@ def blob_commits(path: Path, count: int) -> tuple[MiniRepo, list[str]]:
 def small_engine(base_image: str):
     if os.geteuid() != 0:
         pytest.skip("a tmpfs data root and a second dockerd need root (CI runs as root)")
-    engine = SmallDiskEngine(Path(tempfile.mkdtemp(prefix="e3-", dir="/tmp")), "1536m").start([base_image])
+    engine = SmallDiskEngine(Path(tempfile.mkdtemp(prefix="e3-", dir="/tmp")), "1024m").start([base_image])
     yield engine
     engine.stop()
 

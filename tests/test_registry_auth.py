@@ -3,14 +3,13 @@ registry gets only its own credentials (Docker Hub's token never reaches another
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 
 import docker
 import pytest
 
-from testkit.faults import processes_matching
+from testkit.faults import ArgvWatch
 from testkit.tokenauth import TokenRegistry, TokenServer
 from tests.conftest import REGISTRY_TOKEN, REGISTRY_USER
 
@@ -75,24 +74,11 @@ def test_docker_hubs_token_never_reaches_another_registry(harness_runner, pair_d
     parent, child = pair_dataset
     harness_runner.registry = auth_registry
     login = docker_login(tmp_path / "login", auth_registry, REGISTRY_USER, REGISTRY_TOKEN)
-    seen: list[str] = []
-    running = threading.Event()
-    running.set()
-
-    def sample() -> None:
-        while running.is_set():
-            seen.extend(processes_matching(HUB_TOKEN))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with ArgvWatch(HUB_TOKEN) as watch:
         run = harness_runner.run(mini_repo.path, env={"DOCKER_CONFIG": str(login), "DOCKERHUB_USERNAME": HUB_USER,
                                                       "DOCKERHUB_TOKEN": HUB_TOKEN})
-    finally:
-        running.clear()
-        sampler.join()
     assert {o.status for o in run.outcomes.values()} == {"success"}, run.output   # docker login's credentials
-    assert seen == []
+    assert watch.seen == []
     registry = next(c for c in docker_client.containers.list() if auth_registry.split(":")[-1] in str(c.ports))
     log = registry.logs().decode(errors="replace")
     assert REGISTRY_USER in log and HUB_USER not in log                 # every request came as the login's user

@@ -4,13 +4,12 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
 from pathlib import Path
 
 import docker
 import pytest
 
-from testkit.faults import processes_matching
+from testkit.faults import ArgvWatch
 from testkit.minirepo import dockerfile
 from tests.conftest import REGISTRY_TOKEN, REGISTRY_USER
 
@@ -22,26 +21,13 @@ def test_the_token_is_used_but_never_shown(harness_runner, pair_dataset, mini_re
     from tests.test_registry_auth import docker_login
     parent, child = pair_dataset
     harness_runner.registry = auth_registry
-    seen: list[str] = []
-    running = threading.Event()
-    running.set()
-
-    def sample() -> None:                        # every process's command line, all run long
-        while running.is_set():
-            seen.extend(processes_matching(REGISTRY_TOKEN))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     env = {"DOCKER_CONFIG": str(docker_login(tmp_path / "login", auth_registry, REGISTRY_USER, REGISTRY_TOKEN))}
-    try:
+    with ArgvWatch(REGISTRY_TOKEN) as watch:            # every process's command line, all the run long
         first = harness_runner.run(mini_repo.path, "-k", parent, env=env)
         again = harness_runner.run(mini_repo.path, "--skip-pushed", "-n", "2", env=env)
-    finally:
-        running.clear()
-        sampler.join()
     assert first.returncode == 0 and again.returncode == 0, first.output + again.output
     assert again.outcomes[parent].status == "skipped" and again.outcomes[child].status == "success"
-    assert seen == []
+    assert watch.seen == []
     for text in (first.output, again.output):
         assert REGISTRY_TOKEN not in text
     for path in harness_runner.workdir.rglob("*"):
