@@ -26,7 +26,7 @@ def kernels_base(docker_client, base_image):
     docker_client.images.remove(ref, force=True)
 
 
-def test_where_each_commits_change_went(harness_runner, kernels_base, tmp_path):
+def test_where_each_commits_change_went(harness_runner, kernels_base, docker_client, tmp_path):
     repo, shas = make_kernel_repo(tmp_path / "sglang")
     first, kernel, docs, package = shas["first"], shas["kernel"], shas["tests and docs"], shas["package"]
     harness_runner.write_dataset(record(kernel, first), record(docs, kernel), record(package, docs))
@@ -47,6 +47,8 @@ def test_where_each_commits_change_went(harness_runner, kernels_base, tmp_path):
     assert outcomes[docs].properties["change"] == "0 verified, 0 built, 2 not in the image (1 test, 1 docs)"
 
     assert outcomes[package].properties["change.verified"] == "M python/sglang/srt/scheduler.py (runtime)"
+    before, after = (package_files(docker_client, harness_runner.ref(sha)) for sha in (docs, package))
+    assert sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p)) == ["srt/scheduler.py"]
     assert outcomes[package].properties["change"] == "1 verified, 0 built, 0 not in the image"
     attestation = json.loads(next((harness_runner.workdir / "reports" / "attestations").glob(
         f"*{package[:12]}*.json")).read_text())
@@ -76,6 +78,14 @@ def compiling_kernels_base(docker_client, kernels_base):
                 repository="kernels-dev")
     yield ref
     docker_client.images.remove(ref, force=True)
+
+
+def package_files(client, ref: str) -> dict[str, str]:
+    """The installed package's source files in the image (its copy of python/sglang), by path: their hashes."""
+    listing = client.containers.run(ref, ["sh", "-c", "cd /sgl-workspace/sglang/python/sglang && "
+                                          "find . -name '*.py' -type f -exec sha256sum {} +"],
+                                    entrypoint=[], remove=True, network_disabled=True).decode()
+    return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in listing.splitlines()}
 
 
 def extension_of(client, ref: str) -> bytes:
