@@ -9,17 +9,8 @@ from helpers.profiles import SGLANG, VLLM
 from helpers.render import pin_source
 from helpers.render.dockerfile import MOUNT_FLAG
 from helpers.render.late import MAKE_STUB, STUB, late_source
+from tests.test_render_deps import FILES  # the same specification: srt asks openai, all asks both
 
-PYPROJECT = """[project]
-name = "sglang"
-version = "0.1"
-dependencies = ["requests", "tqdm>=4"]
-[project.optional-dependencies]
-srt = ["torch==2.3.0", 'uvloop; sys_platform == "linux"', "sglang[openai]"]
-openai = ["openai>=1.0"]
-all = ["sglang[srt]", "sglang[openai]"]
-"""
-FILES = {"python/pyproject.toml": PYPROJECT}
 ALL = "requests 'tqdm>=4' torch==2.3.0 'uvloop; sys_platform == \"linux\"' 'openai>=1.0'"
 SRT = ALL           # srt asks for openai too
 OPENAI = "requests 'tqdm>=4' 'openai>=1.0'"
