@@ -181,9 +181,10 @@ class ImageFiles:
             return facts_of(data, keep_text=len(data) <= self.TEXT_LIMIT)
         return None
 
-    def tree(self, path: str, texts: bool = False) -> dict[str, FileFacts]:
+    def tree(self, path: str, texts: bool | frozenset[str] = False) -> dict[str, FileFacts]:
         """Every file below a directory, by path relative to it (a symlink by its link text, as git does);
-        with `texts`, each file's text too (small metadata folders). Bytecode in `__pycache__` is left out:
+        with `texts`, each file's text too (small metadata folders), or the text of the files it names (the
+        version files a build writes). Bytecode in `__pycache__` is left out:
         the probe judges it against its source inside the image (and a wheel's RECORD lists it unhashed)."""
         files: dict[str, FileFacts] = {}
         top = posixpath.basename(path.rstrip("/"))
@@ -194,7 +195,8 @@ class ImageFiles:
             if member.issym():
                 files[rel] = facts_of(member.linkname.encode())
             elif data is not None:
-                files[rel] = facts_of(data, keep_text=texts and len(data) <= self.TEXT_LIMIT)
+                wanted = rel in texts if isinstance(texts, frozenset) else texts
+                files[rel] = facts_of(data, keep_text=wanted and len(data) <= self.TEXT_LIMIT)
         return files
 
 
@@ -391,8 +393,9 @@ class SideBySideReads:
     side by side."""
 
     def __init__(self, pool: ThreadPoolExecutor, client: docker.DockerClient, image_id: str,
-                 labels: dict[str, str], profile: Profile):
+                 labels: dict[str, str], profile: Profile, texts: frozenset[str] = frozenset()):
         self.pool, self.client, self.image_id, self.labels, self.profile = pool, client, image_id, labels, profile
+        self.texts = texts          # files of a copy whose text is kept (by path in the package)
         self.copies: dict[str, Future] = {}
         self.trees: dict[str, Future] = {}
         self.proof: Future = Future()
@@ -411,13 +414,13 @@ class SideBySideReads:
             plan.append(("copy", path, self.copies[path]))
         hidden = [folder for path in layout.copies for folder in layout.bytecode_dirs.get(path, [])
                   if folder.startswith(f"{path}/")]
-        self.pool.submit(read_in_turn, self.reader(hidden), plan, self.profile)
+        self.pool.submit(read_in_turn, self.reader(hidden), plan, self.profile, self.texts)
 
     def read_copies(self, paths: list[str], bytecode_dirs: dict[str, list[str]]) -> None:
         for path in paths:
             if path not in self.copies:
                 self.copies[path] = self.pool.submit(read_copy, self.reader(bytecode_dirs.get(path)), path,
-                                                     self.profile)
+                                                     self.profile, self.texts)
 
     def read_tree(self, path: str) -> Future:
         if path not in self.trees:
@@ -425,7 +428,8 @@ class SideBySideReads:
         return self.trees[path]
 
 
-def read_in_turn(outside: ImageFiles, plan: list[tuple[str, str, Future]], profile: Profile) -> None:
+def read_in_turn(outside: ImageFiles, plan: list[tuple[str, str, Future]], profile: Profile,
+                 texts: frozenset[str] = frozenset()) -> None:
     """Each planned read through one container, in order, each result (or error) handed to its future."""
     try:
         for kind, path, future in plan:
@@ -435,7 +439,7 @@ def read_in_turn(outside: ImageFiles, plan: list[tuple[str, str, Future]], profi
                 elif kind == "tree":
                     future.set_result(outside.tree(path, texts=True))
                 else:
-                    future.set_result(copy_files(outside, path, profile))
+                    future.set_result(copy_files(outside, path, profile, texts))
             except BaseException as e:       # noqa: BLE001 - handed to whoever waits for this read
                 future.set_exception(e)
     finally:
@@ -444,7 +448,7 @@ def read_in_turn(outside: ImageFiles, plan: list[tuple[str, str, Future]], profi
 
 def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeout: float,
                   labels: dict[str, str] | None = None, layout: Layout = Layout(), smoke: Smoke = Smoke(),
-                  known: Known = Known()) -> Facts:
+                  known: Known = Known(), texts: frozenset[str] = frozenset()) -> Facts:
     """Labels and environment from the image's config, files read from outside, one probe run inside.
 
     The reads go out alongside the probe's run: the previous image's `layout` at once, then what the probe's
@@ -458,7 +462,7 @@ def collect_facts(client: docker.DockerClient, ref: str, profile: Profile, timeo
     except docker.errors.DockerException as e:
         raise InfraError(f"the engine refused the harness's empty volume {EMPTY_VOLUME}: {e}") from e
     with ThreadPoolExecutor(max_workers=8) as pool:
-        reads = SideBySideReads(pool, client, image.id, labels or {}, profile)
+        reads = SideBySideReads(pool, client, image.id, labels or {}, profile, texts)
 
         def early(facts: dict) -> None:
             reads.read_copies(facts.get("copies") or [], facts.get("bytecode_dirs") or {})
@@ -498,19 +502,22 @@ def read_tree(outside: ImageFiles, path: str, texts: bool) -> dict[str, FileFact
         outside.close()
 
 
-def read_copy(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
+def read_copy(outside: ImageFiles, path: str, profile: Profile, texts: frozenset[str] = frozenset()
+              ) -> dict[str, FileFacts]:
     """A copy read through a container of its own (the engine serves one archive request per container at a
     time), which is then removed."""
     try:
-        return copy_files(outside, path, profile)
+        return copy_files(outside, path, profile, texts)
     finally:
         outside.close()
 
 
-def copy_files(outside: ImageFiles, path: str, profile: Profile) -> dict[str, FileFacts]:
-    """A package directory's files, or a module file named like the package (a shadow) by its name."""
+def copy_files(outside: ImageFiles, path: str, profile: Profile, texts: frozenset[str] = frozenset()
+               ) -> dict[str, FileFacts]:
+    """A package directory's files (with the text of those `texts` names), or a module file named like the
+    package (a shadow) by its name."""
     if not is_module_file(path, profile):
-        return outside.tree(path)
+        return outside.tree(path, texts)
     found = outside.file(path)
     return {posixpath.basename(path): found} if found else {}
 

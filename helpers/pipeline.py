@@ -18,6 +18,7 @@ import docker
 import requests
 
 from helpers import build, changes, disk, image_facts, publish, render, report, serve, smoke, source, submodules, verify
+from helpers.build_config import BuildConfig, read_build_config
 from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
 from helpers.dataset import CommitSpec, InvalidEntry
 from helpers.disk import COMMIT_LABEL, SESSION_LABEL
@@ -25,7 +26,7 @@ from helpers.errors import DatasetInvalid, DiskFull, HarnessError, ImageNotFound
 from helpers.render import reads
 from helpers.render.scm_version import project_version
 from helpers.resources import Resources, engine_endpoint, harness_version
-from helpers.verify import CheckResult
+from helpers.verify import CheckResult, Expected
 
 Record = Callable[[str, object], None]
 SUBMODULES_LABEL = "commit-image-harness.submodules"      # `path=commit` of each submodule, space-separated
@@ -44,7 +45,8 @@ class BuiltImage:
     build_seconds: float | None = None
     patched: dict[str, bytes] = field(default_factory=dict)
     verified_ref: str | None = None
-    scm_version: str | None = None      # the version its build was given (setuptools-scm projects)
+    scm_version: str | None = None      # the version its build was given (versioned from git by its configuration)
+    build_config: BuildConfig | None = None     # what the commit's build configuration says it writes and compiles
     cache_tags: list[str] = field(default_factory=list)     # pushed too, for other machines' builds
     local: bool = False                 # this run put it in the engine (built it, or pulled it to verify)
     rendered: str | None = None         # the Dockerfile as built (what the change check reads)
@@ -215,7 +217,12 @@ class CommitRun:
         sha = harness.mirror.resolve(self.spec.sha)
         if sha != self.spec.sha:
             record("sha", sha)
-        image = BuiltImage(sha, self.config.image.ref(sha), scm_version=self.scm_version(sha))
+        config = self.build_config(sha)
+        image = BuiltImage(sha, self.config.image.ref(sha), scm_version=self.scm_version(sha, config),
+                           build_config=config)
+        record("build_config", "; ".join(config.lines())[:2000])
+        if image.scm_version:
+            record("scm_version", image.scm_version)
         if not self.config.prepare_only:
             record("image", image.ref)
         if self.config.verify_only:
@@ -349,13 +356,20 @@ class CommitRun:
         if result.heavy:
             self.record("rebuilt_heavy", "; ".join(f"{s.name[:100]} ({s.seconds:.0f} s)" for s in result.heavy))
 
-    def scm_version(self, sha: str) -> str | None:
-        """The version the project's setuptools-scm gives the commit, when the scm_version fix is on."""
-        if "scm_version" not in self.config.fixes:
+    def build_config(self, sha: str) -> BuildConfig:
+        """What the commit's own build configuration says: its versioning, the files it writes, what it compiles."""
+        mirror, subdir = self.harness.mirror, self.config.profile.source_subdir
+        return read_build_config(lambda path: mirror.read_file(sha, path), subdir,
+                                 lambda: mirror.blob_hashes(sha, subdir or "."))
+
+    def scm_version(self, sha: str, config: BuildConfig) -> str | None:
+        """The version the commit's configuration gets from git (setuptools-scm, hatch-vcs), computed by
+        setuptools-scm from the mirror; None when it is not versioned from git or `scm_version` is turned off."""
+        versioning = config.versioning
+        if not versioning.from_git or "scm_version" not in self.config.fixes:
             return None
-        mirror = self.harness.mirror
-        pyproject = mirror.read_file(sha, posixpath.join(self.config.profile.source_subdir, "pyproject.toml"))
-        return project_version(pyproject, sha, mirror)
+        root = posixpath.normpath(posixpath.join(config.project_dir or ".", str(versioning.options.get("root", "."))))
+        return project_version(versioning.options, sha, self.harness.mirror, "" if root == "." else root)
 
     def attest(self, image: BuiltImage, checks: verify.Checks) -> Path:
         """An in-toto statement of what was verified, for the image users pull (its registry digest;
@@ -437,15 +451,16 @@ class CommitRun:
         nothing raised yet. What verification learns from an image that passed serves the next commit."""
         harness, profile = self.harness, self.config.profile
         blobs = harness.mirror.blob_hashes(image.sha, profile.package_path)
-        tree = verify.expected_tree(profile, blobs, image.patched)
+        tree = verify.expected_tree(profile, blobs, image.patched, self.version_files(image))
         asked = smoke.plan(profile, tree) if self.config.smoke_checks else smoke.SmokePlan(skipped=smoke.TURNED_OFF)
-        want = verify.Expected(image.sha, profile, tree, version=image.scm_version, smoke=asked)
+        want = self.expected(image, tree, asked)
         package_blobs = {path[len(profile.package_path) + 1:]: blob for path, blob in blobs.items()}
         try:
             facts = image_facts.collect_facts(harness.docker, image.subject, profile, self.config.verify_timeout,
                                               labels=self.labels(image), layout=harness.layout,
                                               smoke=image_facts.Smoke(want.smoke, self.config.smoke_timeout),
-                                              known=harness.known(image, package_blobs))
+                                              known=harness.known(image, package_blobs),
+                                              texts=frozenset(want.version_files))
         except (docker.errors.DockerException, requests.RequestException) as e:
             if disk.is_disk_full(str(e)):
                 raise DiskFull(f"the verification of {image.subject} could not run: {e}") from e
@@ -456,6 +471,22 @@ class CommitRun:
         checks = verify.evaluate(facts, want)
         harness.learn(image, package_blobs, facts, checks.passed)
         return checks._replace(change=self.change_check(image))
+
+    def version_files(self, image: BuiltImage) -> tuple[str, ...]:
+        """The files the build writes with the version, by path in the package (outside it: not verified)."""
+        prefix = self.config.profile.package_path + "/"
+        files = image.build_config.versioning.version_files if image.build_config else ()
+        return tuple(path[len(prefix):] for path in files if path.startswith(prefix))
+
+    def expected(self, image: BuiltImage, tree: dict[str, str], asked: smoke.SmokePlan) -> Expected:
+        """What the commit's image must hold: its tree, and what its build configuration says the build adds."""
+        config, profile = image.build_config, self.config.profile
+        versioning = config.versioning.line() if config else ""
+        if config and config.versioning.from_git and image.scm_version is None:
+            versioning += "; the scm_version fix is off, so the build computed its own"
+        return Expected(image.sha, profile, tree, version=image.scm_version, smoke=asked,
+                               version_files=self.version_files(image), versioning=versioning,
+                               products=config.product_paths(profile.import_name) if config else frozenset())
 
     def change_check(self, image: BuiltImage) -> CheckResult:
         """Where the commit's change went (recorded as `change` and `change.<where>`), and the verdict."""

@@ -28,12 +28,15 @@ class Fix:
 FIX_REGISTRY = (
     Fix("drop_sparse_deps", "context", "drop the `sparsezoo`/`sparseml` requirements that no longer install"),
     Fix("pin_outlines", "context", "cap `outlines` below 0.0.43, whose later releases break old commits"),
-    Fix("scm_version", "version", "give setuptools-scm the commit's version when the build has no .git"),
+    Fix("scm_version", "version", "give the build the version the commit's configuration gets from git (the context "
+        "has no .git), and verify it; on for every profile"),
     Fix("dockerfile_syntax", "dockerfile", "normalise legacy syntax BuildKit rejects"),
     Fix("no_git_mount", "dockerfile", "remove `.git` bind mounts (the context has no .git)"),
     Fix("no_wheel_size_check", "dockerfile", "skip the wheel size check"),
 )
 FIXES = tuple(fix.name for fix in FIX_REGISTRY)
+# On for every profile unless a run turns them off: they follow what the commit's configuration says.
+ALWAYS_ON = frozenset({"scm_version"})
 # What a path a commit changed can be (helpers/changes.py): only runtime code must reach the image.
 PATH_KINDS = ("runtime", "test", "docs", "ci", "benchmark", "other")
 
@@ -288,8 +291,8 @@ def choose_profile(options: dict) -> Profile:
 
 
 def choose_fixes(profile: Profile, enable: list[str] | None, disable: list[str] | None) -> frozenset[str]:
-    """The profile's fixes, plus --enable-fix, minus --disable-fix (names checked)."""
+    """The profile's fixes and those always on, plus --enable-fix, minus --disable-fix (names checked)."""
     for name in [*(enable or []), *(disable or [])]:
         if name not in FIXES:
             raise ConfigError(f"unknown fix {name!r}; known: {', '.join(FIXES)}")
-    return (frozenset(profile.fixes) | frozenset(enable or [])) - frozenset(disable or [])
+    return (frozenset(profile.fixes) | ALWAYS_ON | frozenset(enable or [])) - frozenset(disable or [])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 import re
 import shutil
@@ -186,6 +187,33 @@ class Mirror:
         """`git describe` of the commit with setuptools-scm's arguments, None when no tag reaches it."""
         done = self.git([*args, "--end-of-options", sha])
         return done.text.strip() if done.status == 0 else None
+
+    def run_describe_program(self, sha: str, argv: tuple[str, ...], root: str) -> str | None:
+        """The project's own describe program (a setuptools-scm `describe_command` that is not git, such as
+        SGLang's `python3 python/tools/get_version_tag.py`), run as setuptools-scm would run it in a checkout
+        of the commit: in `root` of a scratch clone sharing the mirror's objects and tags, HEAD at the
+        commit, holding the files its arguments name. It runs without this process's environment (no
+        credentials reach it) and is killed at the query deadline. Its first line, None when it fails."""
+        with tempfile.TemporaryDirectory(prefix="harness-describe-") as scratch:
+            clone = Path(scratch) / "checkout"
+            self._run(["clone", "--quiet", "--shared", "--no-checkout", str(self.path), str(clone)],
+                      cwd=Path(scratch), deadline=QUERY_DEADLINE)
+            run_git(["-C", str(clone), "update-ref", "--no-deref", "HEAD", sha], QUERY_DEADLINE, "describe")
+            run_git(["-C", str(clone), "read-tree", sha], QUERY_DEADLINE, "describe")
+            named = [posixpath.normpath(posixpath.join(root, word)) for word in argv[1:] if not word.startswith("-")]
+            files = self.read_files(sha, [p for p in named if not p.startswith("..")]) if named else {}
+            for path, data in files.items():
+                (clone / path).parent.mkdir(parents=True, exist_ok=True)
+                (clone / path).write_bytes(data)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "LANG": "C.UTF-8",
+                   "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+            try:
+                done = subprocess.run(list(argv), cwd=clone / root if root else clone, env=env, capture_output=True,
+                                      text=True, timeout=QUERY_DEADLINE, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+        lines = done.stdout.strip().splitlines()
+        return lines[0].strip() if done.returncode == 0 and lines else None
 
     def tree_id(self, sha: str, path: str) -> str:
         """The git tree id of a directory at the commit."""

@@ -7,6 +7,7 @@ of what the import loaded is cross-checked against those copies.
 """
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import posixpath
@@ -31,8 +32,25 @@ class Expected:
     sha: str
     profile: Profile
     tree: dict[str, str]            # path under the package dir -> blob hash
-    version: str | None = None      # the version the build was given (setuptools-scm projects)
+    version: str | None = None      # the version the build was given (versioned from git by its configuration)
     smoke: SmokePlan = SmokePlan()  # the deep imports and commands asked of the image
+    # What the commit's build configuration says (helpers/build_config.py), by path in the package: the files
+    # its build writes with the version, and the compiled modules it declares (paths without their suffix).
+    version_files: tuple[str, ...] = ()
+    products: frozenset[str] = frozenset()
+    versioning: str = ""            # how the configuration versions it, or why not from git (a sentence)
+
+    def is_product(self, path: str) -> bool:
+        """A compiled module file (`x.cpython-311-x86_64-linux-gnu.so`) at a module path the build declares."""
+        if not EXTENSION.search(path):
+            return False
+        folder, name = posixpath.split(path)
+        return posixpath.join(folder, name.split(".")[0]) in self.products
+
+    def accepted(self, path: str) -> bool:
+        """A file the build adds to the package: a declared product, or what the profile says no
+        configuration names (generated_files, build_products)."""
+        return self.is_product(path) or declared(self.profile, path)
 
 
 @dataclass(frozen=True)
@@ -76,14 +94,17 @@ class Checks(NamedTuple):
         return next((c for c in self if not c.passed), None)
 
 
-def expected_tree(profile: Profile, ls_tree: dict[str, str], patched: dict[str, bytes]) -> dict[str, str]:
-    """Blob hashes relative to the package directory, patched files replaced by their new content."""
+def expected_tree(profile: Profile, ls_tree: dict[str, str], patched: dict[str, bytes],
+                  written: tuple[str, ...] = ()) -> dict[str, str]:
+    """Blob hashes relative to the package directory, patched files replaced by their new content; the files
+    the build writes itself (`written`: its version files, checked by content) and the profile's
+    generated files and build products left out."""
     prefix = profile.package_path + "/"
     tree = {path[len(prefix):]: blob for path, blob in ls_tree.items() if path.startswith(prefix)}
     for path, content in patched.items():
         if path.startswith(prefix):
             tree[path[len(prefix):]] = blob_hash(content)
-    return {p: h for p, h in tree.items() if not declared(profile, p)}
+    return {p: h for p, h in tree.items() if not declared(profile, p) and p not in written}
 
 
 def declared(profile: Profile, path: str) -> bool:
@@ -211,19 +232,82 @@ def copy_findings(want: Expected, path: str, files: dict[str, FileFacts], pycs: 
     full = profile.editable_required
     missing = sorted(p for p in want.tree if p not in files and (full or p.endswith(".py")))
     differ = sorted(p for p in want.tree if p in files and files[p].blob != want.tree[p])
-    extra = sorted(p for p in code if p not in want.tree and not declared(profile, p)
+    extra = sorted(p for p in code if p not in want.tree and not want.accepted(p) and p not in want.version_files
                    and (full or p.endswith((".py", ".pyc")) or EXTENSION.search(p)))
     sources = {p[:-3] for p in want.tree if p.endswith(".py")}
     shadows = sorted(p for p in code if p.endswith(".pyc") or EXTENSION.search(p) and (
-        not declared(profile, p) or posixpath.join(posixpath.dirname(p), posixpath.basename(p).split(".")[0])
+        not want.accepted(p) or posixpath.join(posixpath.dirname(p), posixpath.basename(p).split(".")[0])
         in sources))
+    written = [problem for name in want.version_files for problem in version_file_problems(
+        name, files.get(name), want.version, want.versioning)]
     parts = [f"{label} ({len(paths)}): {', '.join(paths[:20])}{' ...' if len(paths) > 20 else ''}"
              for label, paths in (("differ", differ), ("missing", missing),
                                   ("not in the commit", [p for p in extra if p not in shadows]),
                                   ("bytecode or extension modules loaded instead of source", shadows),
                                   ("bytecode that is not its source's",
-                                   [f"{p}: {v}" for p, v in sorted(pycs.items())])) if paths]
+                                   [f"{p}: {v}" for p, v in sorted(pycs.items())]),
+                                  ("version files", written)) if paths]
     return [f"{path}: " + "; ".join(parts)] if parts else []
+
+
+# What a version file may hold besides its version: docstrings, imports of typing, `if TYPE_CHECKING:` blocks and
+# assignments of literals and type expressions (setuptools-scm's and hatch-vcs's templates of every era). A
+# call, a definition or any other import is code the build's template never writes.
+VERSION_NAMES = ("version", "__version__")
+TYPE_NODES = (ast.Constant, ast.Tuple, ast.List, ast.Name, ast.Attribute, ast.Subscript, ast.Slice, ast.Load,
+              ast.BinOp, ast.BitOr, ast.UnaryOp, ast.USub)
+
+
+def version_file_problems(path: str, found: FileFacts | None, version: str | None, said_by: str) -> list[str]:
+    """What is wrong with a version file the build writes: missing, or other than its template writes (code,
+    another version). `version` None: the version is not known, only the file's shape is checked."""
+    if found is None:
+        return [f"{path}: missing (the build writes it: {said_by})"]
+    if found.text is None:
+        return [f"{path}: too large to be a version file"]
+    if path.endswith(".txt"):
+        text = found.text.strip()
+        return [] if version is None or text == version else [f"{path} says {text[:60]!r}, the commit's is {version}"]
+    try:
+        body = ast.parse(found.text).body
+    except (SyntaxError, ValueError) as e:
+        return [f"{path} does not parse: {e}"]
+    problems: list[str] = []
+    versions = _version_assignments(body, problems)
+    wrong = sorted({v for v in versions if not isinstance(v, str) or (version is not None and v != version)}, key=str)
+    if wrong:
+        problems.append(f"says version {', '.join(map(repr, wrong))[:80]}, the commit's is {version}")
+    elif not versions:
+        problems.append("assigns no version")
+    return [f"{path}: {p}" for p in problems]
+
+
+def _version_assignments(body: list[ast.stmt], problems: list[str]) -> list[object]:
+    """The values assigned to `version`/`__version__`; anything a version template does not write, in
+    `problems`."""
+    versions: list[object] = []
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module in ("__future__", "typing") and not node.level or \
+                isinstance(node, ast.Import) and all(a.name == "typing" for a in node.names):
+            continue
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING", "False"):
+            versions += _version_assignments(node.body + node.orelse, problems)
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else None
+        value = getattr(node, "value", None)
+        if targets is None or not all(isinstance(t, ast.Name) for t in targets) or \
+                (value is not None and not all(isinstance(n, TYPE_NODES) for n in ast.walk(value))):
+            problems.append(f"line {node.lineno} is code no version template writes: {ast.unparse(node)[:100]!r}")
+            continue
+        if value is not None and any(t.id in VERSION_NAMES for t in targets):    # type: ignore[attr-defined]
+            try:
+                versions.append(ast.literal_eval(value))
+            except ValueError:
+                versions.append(ast.unparse(value))
+    return versions
 
 
 def record_findings(facts: Facts, want: Expected, copy: str, files: dict[str, FileFacts]) -> list[str]:
@@ -270,7 +354,7 @@ def module_findings(facts: Facts, want: Expected) -> list[str]:
             continue
         if not inside(origin):
             findings.append(f"{name} was loaded from {origin or module.get('loader')}, outside {loaded}")
-        elif module.get("extension") and declared(want.profile, rel):
+        elif module.get("extension") and want.accepted(rel):
             continue
         elif module.get("loader_patched"):
             findings.append(f"{name} was loaded from {origin} by a loader whose "
@@ -343,7 +427,8 @@ def installed_version(facts: Facts) -> str | None:
 
 def check_version(facts: Facts, want: Expected) -> CheckResult:
     if want.version is None:
-        return CheckResult("verify_version", None, None, "no version to compare (the project is not versioned by scm)")
+        why = want.versioning or "the project is not versioned from git"
+        return CheckResult("verify_version", None, None, f"no version to compare ({why})")
     found = installed_version(facts)
     return CheckResult("verify_version", found, want.version,
                        f"{want.profile.distribution} {found or '(not installed)'}, the commit's is {want.version}")

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The data flow, first to last; `errors` and `profiles` sit below every stage, and the modules
 # that parse options or drive the stages (config, pipeline, plan, progress, the CLIs) above them.
-ORDER = ("errors", "profiles", "dataset", "source", "submodules", "context_fixes", "render", "build", "disk", "publish",
+ORDER = ("errors", "profiles", "dataset", "source", "submodules", "build_config", "context_fixes", "render", "build",
+         "disk", "publish",
          "probe_code", "probe_smoke", "probe_paths", "probe", "smoke", "image_facts", "known", "verify", "changes",
          "serve", "report", "config", "resources", "progress", "pipeline", "plan", "render.__main__")
 

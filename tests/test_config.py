@@ -66,7 +66,9 @@ def test_verify_only_never_pushes(monkeypatch):
 def test_fixes_are_the_profiles_plus_enabled_minus_disabled():
     c = config(project="vllm", disable_fix=["pin_outlines"])
     assert "pin_outlines" not in c.fixes and "no_git_mount" in c.fixes
-    assert config(enable_fix=["pin_outlines"]).fixes == {"dockerfile_syntax", "no_git_mount", "pin_outlines"}
+    assert config(enable_fix=["pin_outlines"]).fixes == {"dockerfile_syntax", "no_git_mount", "pin_outlines",
+                                                         "scm_version"}
+    assert "scm_version" not in config(disable_fix=["scm_version"]).fixes
 
 
 def test_the_vllm_role_marker_is_registered():

@@ -1,5 +1,6 @@
 """The version injected into a build is what the project's own setuptools-scm says at the commit:
-computed from the mirror, compared with `python -m setuptools_scm` run in a real checkout."""
+computed from the mirror, compared with `python -m setuptools_scm` run in a real checkout, the project's own
+describe program included (SGLang's `python/tools/get_version_tag.py`, from its released source)."""
 from __future__ import annotations
 
 import subprocess
@@ -8,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from helpers.build_config import read_build_config
 from helpers.render.scm_version import DESCRIBE, describe_args, project_version, read_config
 from helpers.source import Mirror
 from testkit.minirepo import MiniRepo, git
 
 PYPROJECT = '[project]\nname = "mini"\ndynamic = ["version"]\n[tool.setuptools_scm]\n{extra}\n'
+
+
+def options(pyproject: str | None) -> dict:
+    """setuptools-scm's options as the commit's build configuration gives them."""
+    return read_build_config(lambda path: pyproject if path == "pyproject.toml" else None, "").versioning.options
 
 
 def checkout_version(path: Path) -> str:
@@ -49,12 +56,52 @@ def test_the_version_is_what_setuptools_scm_gives_in_a_checkout(tmp_path, extra,
     mirror.ensure()
     for sha in repo.commits[1:]:
         git(repo.path, "checkout", "-q", sha)
-        assert project_version((repo.path / "pyproject.toml").read_text(), sha, mirror) == \
+        assert project_version(options((repo.path / "pyproject.toml").read_text()), sha, mirror) == \
             checkout_version(repo.path), sha
 
 
 def test_the_projects_describe_command_is_used_without_dirty(tmp_path):
-    config = read_config(PYPROJECT.format(extra='git_describe_command = "git describe --dirty --tags --long '
-                                                 '--match rel-*"'), tmp_path)
+    config = read_config(options(PYPROJECT.format(extra='git_describe_command = "git describe --dirty --tags '
+                                                         '--long --match rel-*"')), tmp_path)
     assert describe_args(config) == ("describe", "--tags", "--long", "--match", "rel-*")
-    assert describe_args(read_config(None, tmp_path)) == DESCRIBE
+    assert describe_args(read_config(options(None), tmp_path)) == DESCRIBE
+
+
+@pytest.mark.parametrize("release", ["0.5.7", "0.5.10.post1"])
+def test_sglangs_own_describe_command_gives_the_version_of_a_checkout(tmp_path, release):
+    """SGLang's configuration as released (root "..", its describe command: git in 0.5.7, its own
+    `python/tools/get_version_tag.py --tag-only` since), over a history with release candidates, a tag off the
+    branch and commits after the last tag: the harness's version is the one setuptools-scm gives in a real
+    checkout, where the project's program runs."""
+    from testkit import corpus
+    released = tmp_path / "released"
+    corpus.unpack_sdist(corpus.sdist("sglang", release), released)
+    files = {"python/pyproject.toml": (released / "pyproject.toml").read_text()}
+    if (released / "tools" / "get_version_tag.py").exists():
+        files["python/tools/get_version_tag.py"] = (released / "tools" / "get_version_tag.py").read_text()
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    repo = MiniRepo(path)
+    for i, tag in enumerate(["v0.5.9", "v0.5.10rc0", None, "v0.5.10", None]):
+        repo.commit(f"c{i}", {**files, "python/n.txt": str(i)})
+        if tag:
+            git(path, "tag", tag)
+    git(path, "checkout", "-q", "-b", "release", repo.commits[2])
+    git(path, "commit", "-q", "--allow-empty", "-m", "release branch")
+    git(path, "tag", "v0.5.10.post1")
+    mirror = Mirror(str(path), tmp_path / "cache", "s", 60)
+    mirror.ensure()
+    config = read_build_config(lambda p: files.get(p), "python")
+    assert config.versioning.tool == "setuptools-scm"
+    assert config.versioning.version_files == ("python/sglang/_version.py",)
+    seen = set()
+    for sha in repo.commits:
+        git(path, "checkout", "-q", sha)
+        computed = project_version(config.versioning.options, sha, mirror, "")
+        assert computed == checkout_version(path / "python"), sha
+        seen.add(computed)
+    if "tools/get_version_tag.py" in str(config.versioning.options):
+        assert seen == {"0.5.10.post1"}     # its program names the highest version tag of all, on any branch
+    else:
+        assert len(seen) == len(repo.commits) and "0.0.0.dev0" not in seen
