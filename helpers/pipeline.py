@@ -384,7 +384,22 @@ class CommitRun:
             checks=tuple((c.category, c.passed, c.found) for c in checks), harness_version=harness_version(),
             verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             change=self.change_report.attested() if self.change_report else None,
-            submodules=tuple({"path": s.path, "url": s.url, "commit": s.commit} for s in image.submodules)))
+            submodules=tuple({"path": s.path, "url": s.url, "commit": s.commit} for s in image.submodules),
+            build=self.attested_build(image)))
+
+    @staticmethod
+    def attested_build(image: BuiltImage) -> dict | None:
+        """The build configuration's word in the attestation: versioning, version, written files, products."""
+        config = image.build_config
+        if config is None:
+            return None
+        versioning = config.versioning
+        return {"versioning": versioning.tool or "not from git", "saidBy": versioning.said_by,
+                **({"version": image.scm_version} if image.scm_version else {"why": versioning.why} if
+                   not versioning.from_git else {}),
+                "versionFiles": list(versioning.version_files),
+                "compiled": [{"module": p.module, "declaredBy": p.declared_by} for p in config.products],
+                "notRead": list(config.unread)}
 
     def dockerfile_text(self, sha: str) -> tuple[str, str]:
         if self.spec.dockerfile.content is not None:
@@ -410,6 +425,9 @@ class CommitRun:
                  f"driver:     {self.harness.driver.describe()}",
                  f"started:    {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
                  "fixes:", *[f"  - {f}" for f in prepared.fixes], "changes:", *[f"  - {n}" for n in prepared.notes],
+                 "build configuration:", *[f"  - {line}" for line in (image.build_config.lines()
+                                                                       if image.build_config else [])],
+                 *([f"  - version given to the build: {image.scm_version}"] if image.scm_version else []),
                  "--- rendered vs original ---"]
         fresh = log_path.with_name(f".{log_path.name}.{os.getpid()}")
         fresh.write_text("\n".join(lines) + "\n" + prepared.diff() + "--- build ---\n", encoding="utf-8")

@@ -62,7 +62,8 @@ LOADER_METHODS = {name: SOURCE_LOADER.__dict__.get(name) for name in ("exec_modu
 # What the child reports; nothing else of its answer is taken.
 CHILD_FACTS = ("path", "startup_modules", "startup_changes", "preloaded", "version", "dist_info", "dist_error",
                "spec_origin", "spec_error", "offered", "copies", "zipped_copies", "later_copies", "import_errors",
-               "modules", "import_seconds", "definitions_seconds", "definitions_parsed_here", "probe_error")
+               "modules", "alias_makers", "import_seconds", "definitions_seconds", "definitions_parsed_here",
+               "probe_error")
 
 
 def machinery():
@@ -125,9 +126,39 @@ def module_entry(module, loaded_root, definitions, trusted, stats):
 
 def loaded_modules(import_name, loaded_root, definitions, startup_files, stats):
     trusted = code_origins(loaded_root, startup_files)
-    return {name: module_entry(module, loaded_root, definitions, trusted, stats)
-            for name, module in sorted(sys.modules.items())
-            if name == import_name or name.startswith(import_name + ".")}
+    found = {}
+    for name, module in sorted(sys.modules.items()):
+        if name == import_name or name.startswith(import_name + "."):
+            found[name] = module_entry(module, loaded_root, definitions, trusted, stats)
+            alias = alias_of(name, module, import_name)
+            if alias:
+                origin = found[name].get("origin") or ""
+                found[name].update(alias_of=alias, alias_trusted=bool(origin) and trusted(origin))
+    return found
+
+
+def alias_of(name, module, import_name):
+    """The module's own name when the package's name for it is an alias: `requests.packages.chardet` is
+    `charset_normalizer`, a module loaded under its own name and placed in sys.modules under the package's too."""
+    own = getattr(module, "__name__", None)
+    if not isinstance(own, str) or own == name or own == import_name or own.startswith(import_name + "."):
+        return None
+    return own if sys.modules.get(own) is module else None
+
+
+def alias_makers(modules, loaded_root):
+    """The package's own modules, loaded from their source in the loaded copy, whose code writes sys.modules."""
+    makers = []
+    for name, entry in modules.items():
+        origin = entry.get("origin") or ""
+        if entry.get("source_loader") and loaded_root and origin.startswith(loaded_root + "/"):
+            try:
+                with open(origin, "rb") as f:
+                    if b"sys.modules[" in f.read():
+                        makers.append(name)
+            except OSError:
+                pass
+    return makers
 
 
 def startup_modules(before):
@@ -241,6 +272,8 @@ def import_phase(args, facts, definitions):
     clock, stats = _clock(), {"parsed_here": 0}
     facts["modules"] = loaded_modules(import_name, loaded_root, definitions, set(facts["startup_modules"].values()),
                                       stats)
+    if any(entry.get("alias_of") for entry in facts["modules"].values()):
+        facts["alias_makers"] = alias_makers(facts["modules"], loaded_root)
     facts["definitions_seconds"] = round(_clock() - clock, 3)
     facts["definitions_parsed_here"] = stats["parsed_here"]
     return facts

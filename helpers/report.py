@@ -225,6 +225,9 @@ class Verification:
     verified_at: str
     change: dict | None = None      # where the commit's change went (helpers/changes.py), when judged
     submodules: tuple[dict, ...] = ()   # each submodule archived into the build: path, URL, commit
+    # What the commit's build configuration says (helpers/build_config.py): how it is versioned and the version
+    # given, the files the build writes, the compiled modules accepted and why, what could not be read.
+    build: dict | None = None
 
 
 def statement(v: Verification) -> dict:
@@ -238,7 +241,8 @@ def statement(v: Verification) -> dict:
                           "checks": [{"name": c, "passed": ok, "found": found} for c, ok, found in v.checks],
                           "harness": {"version": v.harness_version}, "verifiedAt": v.verified_at,
                           **({"change": v.change} if v.change is not None else {}),
-                          **({"submodules": list(v.submodules)} if v.submodules else {})}}
+                          **({"submodules": list(v.submodules)} if v.submodules else {}),
+                          **({"build": v.build} if v.build is not None else {})}}
 
 
 def write_attestation(folder: Path, v: Verification) -> Path:

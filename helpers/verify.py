@@ -346,6 +346,11 @@ def module_findings(facts: Facts, want: Expected) -> list[str]:
     for name, module in (facts.probe.get("modules") or {}).items():
         origin = module.get("origin") or ""
         portions = module.get("portions")
+        if module.get("alias_of"):
+            if not is_package_alias(facts, name, module):
+                findings.append(f"{name} is {module['alias_of']} (from {origin or module.get('loader')}), placed under "
+                                f"{want.profile.import_name} by code that is not the package's own")
+            continue
         rel = posixpath.relpath(origin, loaded) if loaded and origin.startswith("/") else ""
         if portions is not None:
             outside = [p for p in portions if not inside(p)]
@@ -363,6 +368,24 @@ def module_findings(facts: Facts, want: Expected) -> list[str]:
             findings.append(f"{name} was loaded by {module.get('loader')} from {origin}, not from its source")
         findings += [f"{name}.{f} is not the code of {origin}" for f in module.get("foreign") or []]
     return findings
+
+
+def is_package_alias(facts: Facts, name: str, module: dict) -> bool:
+    """An alias the package makes itself: its own verified code writes sys.modules, the module is an installed
+    library's or the standard library's (never start-up code's), and start-up code had not placed it."""
+    return bool(module.get("alias_trusted")) and bool(facts.probe.get("alias_makers")) and \
+        name not in (facts.probe.get("preloaded") or [])
+
+
+def package_aliases(facts: Facts) -> list[str]:
+    """The aliases the package makes (noted: `requests.packages.chardet` is charset_normalizer)."""
+    aliases = [f"{name} is {module['alias_of']}" for name, module in (facts.probe.get("modules") or {}).items()
+               if module.get("alias_of") and is_package_alias(facts, name, module)]
+    if not aliases:
+        return []
+    makers = ", ".join(facts.probe.get("alias_makers") or [])
+    return [f"aliases the package's own code ({makers}) makes: {', '.join(aliases[:8])}"
+            f"{f' and {len(aliases) - 8} more' if len(aliases) > 8 else ''}"]
 
 
 def later_copies(facts: Facts) -> list[str]:
@@ -405,13 +428,24 @@ def check_source(facts: Facts, want: Expected) -> CheckResult:
         findings += record_findings(facts, want, path, files)
     hooks = startup_hooks(facts)
     listed = f"; start-up hooks: {', '.join(hooks)}" if hooks else ""
-    noted = "".join(f"\nnoted: {note}" for note in later_copies(facts))
+    noted = "".join(f"\nnoted: {note}" for note in later_copies(facts) + package_aliases(facts))
     if findings:
         return CheckResult("verify_source_mismatch", findings, [],
                            f"vs {want.profile.package_path}@{want.sha[:12]}: " + " | ".join(findings) + listed + noted)
     return CheckResult("verify_source_mismatch", findings, [],
                        f"{len(want.tree)} files of {want.profile.package_path} identical to {want.sha[:12]} in "
-                       f"{', '.join(facts.copies)}{listed}{noted}")
+                       f"{', '.join(facts.copies)}{build_additions(facts, want)}{listed}{noted}")
+
+
+def build_additions(facts: Facts, want: Expected) -> str:
+    """What the build added to the package that its configuration says it adds: the version files (checked by
+    content) and the compiled modules it declares (accepted at exactly those module paths)."""
+    products = sorted({p for files in facts.copies.values() for p in files if want.is_product(p)})
+    parts = [f"written by the build with version {want.version or '(not known)'}: {', '.join(want.version_files)}"
+             ] if want.version_files else []
+    if products:
+        parts.append(f"compiled modules its configuration declares: {', '.join(products[:20])}")
+    return "".join(f"; {part}" for part in parts)
 
 
 def installed_version(facts: Facts) -> str | None:

@@ -48,6 +48,12 @@ class Project:
     repo_url: str = ""              # the URL its Dockerfile clones (default: a made-up one of its own)
     dockerfile_path: str = "Dockerfile"
     editable: bool = True           # False: the image installs a built wheel (with bytecode, as pip does)
+    left_out: tuple[str, ...] = ()  # sdist files the repository does not commit (a build writes them: _version.py)
+
+    @property
+    def builtin(self) -> bool:
+        """SGLang goes through the built-in profile, as a user would drive it; the others through a profile file."""
+        return self.name == "sglang"
 
     @property
     def url(self) -> str:
@@ -142,13 +148,13 @@ def build_context(client: docker.DockerClient, tag: str, dockerfile: str, folder
             raise RuntimeError(f"building {tag} failed:\n{done.stderr[-3000:]}")
 
 
-def unpack_sdist(archive: Path, target: Path) -> None:
-    """The sdist's files under `target`, without the files only an sdist has."""
+def unpack_sdist(archive: Path, target: Path, left_out: tuple[str, ...] = ()) -> None:
+    """The sdist's files under `target`, without the files only an sdist has (nor those `left_out` names)."""
     with tarfile.open(archive) as tar:
         top = tar.getnames()[0].split("/")[0]
         for member in tar.getmembers():
             rel = member.name[len(top) + 1:]
-            if not rel or not member.isfile() or rel in SDIST_ONLY or ".egg-info" in rel.split("/")[0]:
+            if not rel or not member.isfile() or rel in SDIST_ONLY + left_out or ".egg-info" in rel.split("/")[0]:
                 continue
             data = tar.extractfile(member).read()      # type: ignore[union-attr]
             if rel == "setup.cfg" and data.decode().strip() == SDIST_SETUP_CFG.strip():
@@ -176,7 +182,7 @@ def make_corpus_repo(path: Path, project: Project, editable: bool | None = None)
         for child in path.iterdir():
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        unpack_sdist(sdist(project.name, version), path / project.source_subdir)
+        unpack_sdist(sdist(project.name, version), path / project.source_subdir, project.left_out)
         (path / project.dockerfile_path).parent.mkdir(parents=True, exist_ok=True)
         (path / project.dockerfile_path).write_text(dockerfile(project, project.editable if editable is None
                                                                 else editable))
@@ -202,7 +208,7 @@ def harness_for(project: Project, root: Path, base: str, repo: Path, **options):
               "attestation_dir": str(root / "attestations"), "image_name": f"corpus-{uuid.uuid4().hex[:8]}",
               "registry": "corpus.local", "base_image_map": [f"corpus.local/*={base}"], "no_smoke_checks": True,
               **options}
-    if project is not SGLANG:
+    if not project.builtin:
         profile = root / "profile.toml"
         profile.write_text(project.profile_toml())
         values["profile_file"] = str(profile)
@@ -233,8 +239,18 @@ SYMPY = Project("sympy", "sympy", ("1.13.2", "1.13.3"), "sympy", needs=COMMON)
 NETWORKX = Project("networkx", "networkx", ("3.4.2",), "networkx", needs=COMMON)
 PYDANTIC = Project("pydantic", "pydantic", ("2.10.4",), "pydantic", needs=COMMON)
 OPENAI = Project("openai", "openai", ("1.60.0",), "src/openai", needs=COMMON)
-ATTRS = Project("attrs", "attrs", ("24.3.0",), "src/attrs", needs=COMMON, profile={"fixes": ["scm_version"]})
-CORPUS = (SGLANG, SYMPY, NETWORKX, PYDANTIC, OPENAI, ATTRS)
+ATTRS = Project("attrs", "attrs", ("24.3.0",), "src/attrs", needs=COMMON)
+# Today's SGLang: versioned by setuptools-scm from git (its own describe program since 0.5.10), its
+# `_version.py` written by the build and never committed; built with a current setuptools and setuptools-scm,
+# as pip's isolated build would.
+SGLANG_SCM = Project("sglang", "sglang", ("0.5.7", "0.5.10.post1"), "python/sglang", "python",
+                     needs=(*SGLANG.needs, "setuptools>=75", "setuptools-scm>=8"),
+                     repo_url=SGLANG.repo_url, dockerfile_path="docker/Dockerfile", left_out=("sglang/_version.py",))
+# requests places other distributions' modules under its own name (requests.packages.chardet is
+# charset_normalizer): aliases its own code makes.
+REQUESTS = Project("requests", "requests", ("2.32.3",), "src/requests",
+                   needs=("urllib3", "idna", "charset-normalizer", "certifi"))
+CORPUS = (SGLANG, SYMPY, NETWORKX, PYDANTIC, OPENAI, ATTRS, SGLANG_SCM, REQUESTS)
 # A real project installed as a wheel on a Debian base whose own `python3-zipp` (a module file, zipp 1.0.0)
 # lies later on the path.
-ZIPP = Project("zipp", "zipp", ("3.21.0",), "zipp", editable=False, profile={"fixes": ["scm_version"]})
+ZIPP = Project("zipp", "zipp", ("3.21.0",), "zipp", editable=False)

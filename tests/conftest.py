@@ -65,6 +65,16 @@ def base_image(docker_client: docker.DockerClient) -> str:
 
 
 @pytest.fixture(scope="session")
+def dev_image(docker_client: docker.DockerClient) -> str:
+    """The base with a C compiler and Python's headers (harness-dev:bookworm, made by .ci/setup)."""
+    try:
+        docker_client.images.get(DEV_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{DEV_IMAGE} (a compiler and Python's headers) is missing: run `bash .ci/setup`", pytrace=False)
+    return DEV_IMAGE
+
+
+@pytest.fixture(scope="session")
 def registry(docker_client: docker.DockerClient) -> str:
     """A real registry (CNCF distribution) on loopback, started with testcontainers."""
     from testcontainers.community.registry import DockerRegistryContainer

@@ -51,8 +51,8 @@ def test_a_project_folder_and_its_root_place_the_files_in_the_tree():
 
 
 @pytest.mark.parametrize("files, products, unread", [
-    ({"setup.py": 'from setuptools import Extension, setup\n'
-                  'setup(ext_modules=[Extension("p._speed", ["p/_speed.c"]), Extension(name="p.sub._x", sources=[])])\n'},
+    ({"setup.py": 'from setuptools import Extension, setup\nsetup(ext_modules=[Extension("p._speed", ["p/_speed.c"]), '
+                  'Extension(name="p.sub._x", sources=[])])\n'},
      {"p._speed", "p.sub._x"}, ""),
     ({"setup.py": 'from setuptools_rust import RustExtension\nsetup(rust_extensions=[RustExtension("p._rs", '
                   'path="Cargo.toml")])\n'}, {"p._rs"}, ""),

@@ -13,8 +13,8 @@ import pytest
 
 from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import BuiltImage
-from testkit import corpus
-from testkit.forgeries import NAMES, Target, build, extension_module, forgeries
+from testkit import corpus, extproject
+from testkit.forgeries import NAMES, SITE, Target, build, extension_module, forgeries
 
 pytestmark = pytest.mark.docker
 
@@ -33,7 +33,7 @@ def test_every_genuine_image_of_a_real_project_passes(project, harness_runner, d
     repo = corpus.make_corpus_repo(tmp_path / project.name, project)
     harness_runner.write_dataset(*(json.dumps({"commit": sha}) for sha in repo.commits))
     extra = ["--no-push", "--no-smoke-checks", f"--base-image-map=corpus.local/*={base}"]
-    if project is not corpus.SGLANG:
+    if not project.builtin:
         profile = tmp_path / "profile.toml"
         profile.write_text(project.profile_toml())
         extra.append(f"--profile-file={profile}")
@@ -43,6 +43,12 @@ def test_every_genuine_image_of_a_real_project_passes(project, harness_runner, d
     for sha in repo.commits:
         checked = run.outcomes[sha].properties["check.verify_source_mismatch"]
         assert f"of {project.package_dir} identical to {sha[:12]}" in checked, checked
+    if project.left_out:            # versioned from git: each image holds the version git gives its commit
+        versions = [run.outcomes[sha].properties.get("scm_version") for sha in repo.commits]
+        assert versions == list(project.releases)
+        for sha, version in zip(repo.commits, versions, strict=True):
+            checked = run.outcomes[sha].properties["check.verify_version"]
+            assert f"sglang {version}, the commit's is {version}" in checked, checked
     for sha in repo.commits:
         docker_client.images.remove(f"{harness_runner.registry}/test/{harness_runner.image_name}:{sha}", force=True)
 
@@ -103,5 +109,107 @@ def test_a_later_copy_of_another_distribution_is_noted_and_the_same_module_earli
             assert "/opt/early/zipp.py: a module file named like the package shadows it" in checks.source_tree.found
         finally:
             docker_client.images.remove(earlier, force=True)
+    finally:
+        docker_client.images.remove(image.ref, force=True)
+
+
+TODAY = "/workspace/sglang/python/sglang"
+
+
+@pytest.fixture(scope="module")
+def today_sglang(docker_client, base_image, tmp_path_factory):
+    """Genuine images of SGLang 0.5.7 and 0.5.10.post1 (versioned by setuptools-scm, `_version.py` written by the
+    build), built and verified by the harness through the built-in profile: both pass, each with its version."""
+    root = tmp_path_factory.mktemp("today-sglang")
+    base = corpus.base_image(docker_client, base_image, corpus.SGLANG_SCM.needs)
+    repo = corpus.make_corpus_repo(root / "repo", corpus.SGLANG_SCM)
+    harness = corpus.harness_for(corpus.SGLANG_SCM, root / "run", base, repo.path)
+    images = [produce(harness, sha) for sha in repo.commits]
+    try:
+        for image, release in zip(images, corpus.SGLANG_SCM.releases, strict=True):
+            assert image.scm_version == release
+            checks = verify(harness, image)
+            assert checks.passed, "\n".join(c.line() for c in checks)
+            assert f"written by the build with version {release}: _version.py" in checks.source_tree.found
+        parent = corpus.package_files(corpus.sdist("sglang", "0.5.7"), corpus.SGLANG_SCM)
+        yield harness, images[-1], parent["srt/managers/scheduler.py"]
+    finally:
+        for image in images:
+            docker_client.images.remove(image.ref, force=True)
+
+
+@pytest.mark.parametrize("lines, named", [
+    (f"RUN sed -i 's/0.5.10.post1/0.5.11/g' {TODAY}/_version.py", "_version.py: says version '0.5.11'"),
+    (f"RUN echo 'import os' >> {TODAY}/_version.py", "is code no version template writes: 'import os'"),
+    (f"RUN rm {TODAY}/_version.py", "_version.py: missing (the build writes it: setuptools-scm (python/pyproject.toml"),
+    (f"COPY planted.so {TODAY}/srt/_planted.cpython-311-x86_64-linux-gnu.so",
+     "srt/_planted.cpython-311-x86_64-linux-gnu.so"),
+    (f"COPY scheduler.py {TODAY}/srt/managers/scheduler.py", "differ (1): srt/managers/scheduler.py"),
+], ids=["another-version", "code-in-version-file", "no-version-file", "undeclared-extension", "parents-scheduler"])
+def test_a_forgery_of_todays_sglang_fails_naming_the_file(lines, named, today_sglang, docker_client, tmp_path):
+    harness, genuine, parent_scheduler = today_sglang
+    files = {"planted.so": extension_module(tmp_path, "_planted"), "scheduler.py": parent_scheduler}
+    ref = build(docker_client, f"FROM {genuine.ref}\n{lines}\n", files, repository="corpus.local/forged")
+    try:
+        checks = verify(harness, BuiltImage(genuine.sha, ref, scm_version=genuine.scm_version,
+                                            build_config=genuine.build_config))
+        assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
+        assert named in checks.source_tree.found
+    finally:
+        docker_client.images.remove(ref, force=True)
+
+
+@pytest.mark.parametrize("editable", [True, False], ids=["editable", "wheel"])
+def test_a_compiled_module_the_configuration_declares_passes_and_no_other(editable, docker_client, dev_image, tmp_path):
+    """fastsum's setup.py declares `fastsum._speedups`: built in the image, editable (compiled into the source
+    tree) and as a wheel, every commit passes with the module accepted; an undeclared one planted fails."""
+    repo = extproject.make_repo(tmp_path / "repo", editable)
+    project = corpus.Project(**{**extproject.PROJECT.__dict__, "editable": editable})
+    harness = corpus.harness_for(project, tmp_path / "run", dev_image, repo.path)
+    images = [produce(harness, sha) for sha in repo.commits]
+    try:
+        for image in images:
+            checks = verify(harness, image)
+            assert checks.passed, "\n".join(c.line() for c in checks)
+            assert "compiled modules its configuration declares: _speedups.cpython-311-" in checks.source_tree.found
+        copy = checks.imported.found.rsplit("-> ", 1)[1]
+        planted = f"COPY planted.so {copy}/_fast.cpython-311-x86_64-linux-gnu.so"
+        ref = build(docker_client, f"FROM {images[-1].ref}\n{planted}\n",
+                    {"planted.so": extension_module(tmp_path, "_fast")}, repository="corpus.local/forged")
+        try:
+            checks = verify(harness, BuiltImage(images[-1].sha, ref, build_config=images[-1].build_config))
+            assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
+            assert "_fast.cpython-311-x86_64-linux-gnu.so" in checks.source_tree.found
+        finally:
+            docker_client.images.remove(ref, force=True)
+    finally:
+        for image in images:
+            docker_client.images.remove(image.ref, force=True)
+
+
+@pytest.mark.parametrize("planted, files", [
+    ("RUN echo \"import sys, charset_normalizer; sys.modules['requests.packages.chardet'] = charset_normalizer\" "
+     f"> {SITE}/alias.pth", {}),
+    (f"COPY evil_alias.py {SITE}/evil_alias.py\nRUN echo 'import evil_alias' > {SITE}/evil.pth",
+     {"evil_alias.py": "import sys, json\nsys.modules['requests.certs'] = json\n"}),
+], ids=["pth-names-requests", "pth-module-plants-alias"])
+def test_an_alias_planted_by_start_up_code_fails_where_the_packages_own_passes(planted, files, docker_client,
+                                                                            base_image, tmp_path):
+    """requests' own packages.py places urllib3, idna and charset_normalizer under requests.packages: noted,
+    passes; the same kind of alias placed by a .pth (directly, or by a module it imports) fails."""
+    base = corpus.base_image(docker_client, base_image, corpus.REQUESTS.needs)
+    repo = corpus.make_corpus_repo(tmp_path / "repo", corpus.REQUESTS)
+    harness = corpus.harness_for(corpus.REQUESTS, tmp_path / "run", base, repo.path)
+    image = produce(harness, repo.commits[0])
+    try:
+        checks = verify(harness, image)
+        assert checks.passed, "\n".join(c.line() for c in checks)
+        assert "requests.packages.chardet is charset_normalizer" in checks.source_tree.found
+        ref = build(docker_client, f"FROM {image.ref}\n{planted}\n", files, repository="corpus.local/forged")
+        try:
+            checks = verify(harness, BuiltImage(image.sha, ref))
+            assert not checks.passed and not checks.source_tree.passed, "\n".join(c.line() for c in checks)
+        finally:
+            docker_client.images.remove(ref, force=True)
     finally:
         docker_client.images.remove(image.ref, force=True)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 
-import docker
 import pytest
 
 from testkit.forgeries import build
 from testkit.minirepo import record
 from testkit.smokerepo import kernel_wheel, make_kernel_repo
-from tests.conftest import DEV_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -68,13 +66,9 @@ def test_where_each_commits_change_went(harness_runner, kernels_base, docker_cli
 
 
 @pytest.fixture
-def compiling_kernels_base(docker_client, kernels_base):
+def compiling_kernels_base(docker_client, kernels_base, dev_image):
     """The kernels base with a C compiler and Python's headers (harness-dev:bookworm, made by .ci/setup)."""
-    try:
-        docker_client.images.get(DEV_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"{DEV_IMAGE} (a compiler and Python's headers) is missing: run `bash .ci/setup`", pytrace=False)
-    ref = build(docker_client, f"FROM {DEV_IMAGE}\nCOPY --from={kernels_base} /opt/wheels /opt/wheels\n",
+    ref = build(docker_client, f"FROM {dev_image}\nCOPY --from={kernels_base} /opt/wheels /opt/wheels\n",
                 repository="kernels-dev")
     yield ref
     docker_client.images.remove(ref, force=True)
