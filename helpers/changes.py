@@ -4,9 +4,10 @@ A commit's paths against its parent (`git diff --name-status`, renames found) ar
 
 - *verified*: inside the checked package, compared file for file with the image;
 - *built*: read by the build from the commit's tree (helpers/render/reads.py);
-- *not in the image*: neither. Of these, *runtime code* (Python, C/C++/CUDA sources and headers, build
-  files) is told apart from tests, docs, CI files, benchmarks and other files; a profile adds its own
-  patterns (`path_kinds`).
+- *not in the image*: neither, or a compiled source read only by steps that take the compiled part prebuilt
+  (`VLLM_USE_PRECOMPILED=1 pip install .`, a variable the commit's setup.py reads). Of these, *runtime
+  code* (Python, C/C++/CUDA sources and headers, build files) is told apart from tests, docs, CI files,
+  benchmarks and other files; a profile adds its own patterns (`path_kinds`).
 
 A `human` commit whose runtime changes are all not in the image fails `change_not_in_image`, naming the
 paths and where the image got that part instead, when the Dockerfile says. Parents are baselines: reported,
@@ -50,6 +51,8 @@ CODE_SUFFIXES = {".py", ".pyx", ".pxd", ".pyi", ".c", ".cc", ".cpp", ".cxx", ".c
                  ".hxx", ".inl", ".inc", ".s", ".S", ".metal", ".rs", ".go", ".cmake", ".so", ".ptx", ".cubin"}
 BUILD_FILES = re.compile(r"setup\.py|setup\.cfg|pyproject\.toml|CMakeLists\.txt|Makefile|meson\.build|"
                          r"MANIFEST\.in|build\.sh|BUILD(\.bazel)?|WORKSPACE|Cargo\.toml|requirements.*\.(txt|in)")
+# What a build compiles (the compiled part a prebuilt install takes from a wheel instead).
+COMPILED_SUFFIXES = CODE_SUFFIXES - {".py", ".pyi", ".go", ".so"}
 # A Dockerfile is how an image is made, not code it runs: the one in use is *built*, any other is other.
 DOCKERFILES = re.compile(r"Dockerfile.*|.*\.dockerfile|docker-compose.*\.ya?ml")
 
@@ -155,7 +158,8 @@ class ChangeReport:
                                                   "--accept-change-not-in-image accepts)")
 
     def instead(self) -> str:
-        said = []
+        said = [f"the build takes the compiled part prebuilt: {reason[len('prebuilt: '):]}" for reason in
+                dict.fromkeys(p.reader for p in self.of(NOT_IN_IMAGE) if p.reader.startswith("prebuilt: "))]
         for folder, name, sources in self.elsewhere:
             if sources:
                 said.append(f"the image gets {folder or '.'}/ as " + "; ".join(s.describe() for s in sources[:3]))
@@ -183,6 +187,8 @@ def place(changes: list[Change], profile: Profile, reads: TreeReads, dockerfile_
             placed.append(PathChange(change, VERIFIED, kind))
         elif change.path == dockerfile_path:
             placed.append(PathChange(change, BUILT, kind, "the Dockerfile"))
+        elif (prebuilt := prebuilt_by(change.path, reads, read_file)) is not None:
+            placed.append(PathChange(change, NOT_IN_IMAGE, kind, f"prebuilt: {prebuilt}"))
         elif (reader := reads.reader_of(change.path)) is not None:
             placed.append(PathChange(change, BUILT, kind, reader))
         else:
@@ -195,6 +201,24 @@ def place(changes: list[Change], profile: Profile, reads: TreeReads, dockerfile_
                 parts.setdefault(*part)
     elsewhere = tuple((folder, name, tuple(reads.sources_of(name))) for folder, name in parts.items())
     return ChangeReport(base, tuple(placed), elsewhere)
+
+
+def prebuilt_by(path: str, reads: TreeReads, read_file: Callable[[str], str | None]) -> str | None:
+    """Why a compiled source the build reads is not built: every step reading it runs with a `*PRECOMPILED*`
+    variable set true, and the commit's own setup.py (the nearest above the path) reads that variable."""
+    why = reads.prebuilt_by(path)
+    name = posixpath.basename(path)
+    if why is None or not (posixpath.splitext(name)[1] in COMPILED_SUFFIXES or name == "CMakeLists.txt"):
+        return None
+    variable = why.split("=", 1)[0]
+    folder = posixpath.dirname(path)
+    while True:
+        setup = read_file(posixpath.join(folder, "setup.py"))
+        if setup is not None:
+            return f"{why}, which {posixpath.join(folder, 'setup.py')} reads" if variable in setup else None
+        if not folder:
+            return None
+        folder = posixpath.dirname(folder)
 
 
 def part_of(path: str, read_file: Callable[[str], str | None], profile: Profile) -> tuple[str, str] | None:

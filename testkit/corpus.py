@@ -26,7 +26,7 @@ CACHE = Path(os.environ.get("HARNESS_TEST_CACHE") or Path.home() / ".cache" / "c
 PIP = "python3 -m pip install --no-deps --no-build-isolation --break-system-packages --disable-pip-version-check"
 # What the base image's interpreter (Debian bookworm's CPython 3.11, glibc 2.36) can install.
 PYTHON_VERSION = "3.11"
-PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux_2_31", "manylinux_2_34",
+PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_31", "manylinux_2_34",
              "manylinux_2_35")
 # sdist files that a git checkout of the project would not hold (made by `setup.py sdist`).
 SDIST_ONLY = ("PKG-INFO",)

@@ -165,3 +165,39 @@ def test_parts_are_folders_of_the_tree(tmp_path):
     bad.write_text('base = "sglang"\nparts = ["../kernels"]\n')
     with pytest.raises(ConfigError, match="parts entry '../kernels' must be a folder of the repository"):
         load_profile_file(bad)
+
+
+PREBUILT_SETUP = "import os\nif os.environ.get('VLLM_USE_PRECOMPILED'):\n    pass  # the wheel's .so files\n"
+COPY_TREE = "RUN --mount=type=bind,source=.,target=/tmp/harness-src mkdir -p /w && cp -a /tmp/harness-src/. /w && cd /w"
+
+
+@pytest.mark.parametrize("dockerfile", [
+    f"FROM base\n{COPY_TREE} && VLLM_USE_PRECOMPILED=1 pip install .\n",
+    f"FROM base\nENV VLLM_USE_PRECOMPILED=1\n{COPY_TREE} && pip install .\n",
+    f"FROM base\nARG VLLM_USE_PRECOMPILED=true\n{COPY_TREE} && pip install --no-build-isolation .\n",
+], ids=["inline", "env", "arg-default"])
+def test_a_prebuilt_install_leaves_the_compiled_sources_out_of_the_image(dockerfile):
+    """vLLM's `VLLM_USE_PRECOMPILED=1 pip install .`: its Python comes from the tree, its kernels from a wheel,
+    so a pull request that changes only csrc/ is not in its image."""
+    reads = tree_reads(dockerfile)
+    files = {"setup.py": PREBUILT_SETUP}
+    changes = [Change("M", "csrc/attention/kernels.cu"), Change("M", "CMakeLists.txt"), Change("M", "setup.py")]
+    placed = place(changes, VLLM, reads, None, "b" * 40, files.get)
+    assert [(p.change.path, p.where) for p in placed.paths] == [
+        ("csrc/attention/kernels.cu", NOT_IN_IMAGE), ("CMakeLists.txt", NOT_IN_IMAGE), ("setup.py", BUILT)]
+    kernels_only = place(changes[:1], VLLM, reads, None, "b" * 40, files.get).check(("human",), accept=False)
+    assert not kernels_only.passed
+    assert "csrc/attention/kernels.cu" in kernels_only.found and "VLLM_USE_PRECOMPILED=" in kernels_only.found
+    assert "which setup.py reads" in kernels_only.found
+
+
+@pytest.mark.parametrize("dockerfile, setup", [
+    (f"FROM base\n{COPY_TREE} && VLLM_USE_PRECOMPILED=1 pip install .\n", "import os\n"),
+    (f"FROM base\n{COPY_TREE} && VLLM_USE_PRECOMPILED=0 pip install .\n", PREBUILT_SETUP),
+    (f"FROM base\n{COPY_TREE} && python3 setup.py build_ext --inplace && VLLM_USE_PRECOMPILED=1 pip install .\n",
+     PREBUILT_SETUP),
+], ids=["setup-ignores-it", "set-false", "compiled-by-another-step"])
+def test_compiled_sources_are_built_unless_every_reader_takes_them_prebuilt(dockerfile, setup):
+    placed = place([Change("M", "csrc/attention/kernels.cu")], VLLM, tree_reads(dockerfile), None, "b" * 40,
+                   {"setup.py": setup}.get)
+    assert placed.paths[0].where == BUILT

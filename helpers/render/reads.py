@@ -9,13 +9,18 @@ those it copies or mounts from, transitively). A path is read when
   `bash scripts/build.sh`), relative to the directory the command runs in, inside a copy of the tree;
 - a build tool (make, cmake, pip, python, a shell script, a compiler, ...) runs inside a folder of a copy of
   the tree: that folder is what it builds.
+
+A command run with a `*PRECOMPILED*` variable set true (vLLM's `VLLM_USE_PRECOMPILED=1 pip install .`, inline,
+or an ENV or ARG default of the stage) reads its paths *prebuilt*: its Python is installed from the tree, its
+compiled part comes from a prebuilt wheel (helpers/changes.py decides which of its paths that makes not in
+the image, asking the commit's setup.py whether it reads the variable).
 """
 from __future__ import annotations
 
 import fnmatch
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
@@ -28,6 +33,8 @@ BUILD_TOOLS = re.compile(r"make|cmake|ninja|meson|scons|bazel|cargo|go|python[0-
                          r"nvcc|gcc|g\+\+|cc|c\+\+|clang|clang\+\+|.*\.sh|setup\.py|maturin|tox|nox")
 NAMES_A_PATH = {"-e", "--editable", "-r", "--requirement", "-c", "--constraint"}
 INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links"}
+PRECOMPILED = re.compile(r"[A-Za-z0-9_]*PRECOMPILED[A-Za-z0-9_]*")
+TRUE_VALUES = {"1", "true", "yes", "on"}
 WHEEL_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9._]*?)-\d[^/]*\.(?:whl|tar\.gz|zip)$")
 REQUIREMENT_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -50,13 +57,21 @@ class TreeReads:
     roots: tuple[str, ...]                 # tree paths read: files, or folders read whole ("" is the whole tree)
     patterns: tuple[str, ...]              # COPY sources with wildcards
     packages: tuple[PackageSource, ...]    # named installs from elsewhere
+    # Roots read only by commands that take the compiled part prebuilt: (root, `VAR=value (line N: command)`).
+    prebuilt: tuple[tuple[str, str], ...] = ()
 
     def reader_of(self, path: str) -> str | None:
         """The root or pattern that covers a tree path, None when no build step reads it."""
-        for root in self.roots:
-            if root == "" or path == root or path.startswith(root.rstrip("/") + "/"):
+        for root in [*self.roots, *(root for root, _ in self.prebuilt)]:
+            if covers(root, path):
                 return root or "."
         return next((p for p in self.patterns if fnmatch.fnmatchcase(path, p)), None)
+
+    def prebuilt_by(self, path: str) -> str | None:
+        """What makes every step that reads the path take the compiled part prebuilt; None when a step builds it."""
+        if any(covers(root, path) for root in self.roots) or any(fnmatch.fnmatchcase(path, p) for p in self.patterns):
+            return None
+        return next((why for root, why in self.prebuilt if covers(root, path)), None)
 
     def sources_of(self, name: str) -> list[PackageSource]:
         wanted = canonicalize_name(name)
@@ -78,7 +93,12 @@ def tree_reads(text: str) -> TreeReads:
             copy_reads(inst, state, copies[inst.stage], found)
         elif inst.stage in reaching and inst.cmd == "RUN":
             run_reads(doc.text_of(inst), inst.first + 1, state, copies[inst.stage], found)
-    return TreeReads(tuple(dict.fromkeys(found.roots)), tuple(dict.fromkeys(found.patterns)), tuple(found.packages))
+    return TreeReads(tuple(dict.fromkeys(found.roots)), tuple(dict.fromkeys(found.patterns)), tuple(found.packages),
+                     tuple(dict.fromkeys(found.prebuilt)))
+
+
+def covers(root: str, path: str) -> bool:
+    return root == "" or path == root or path.startswith(root.rstrip("/") + "/")
 
 
 @dataclass
@@ -86,6 +106,7 @@ class Found:
     roots: list[str]
     patterns: list[str]
     packages: list[PackageSource]
+    prebuilt: list[tuple[str, str]] = field(default_factory=list)
 
 
 def copy_reads(inst: Instruction, state: StageState, copies: list[str], found: Found) -> None:
@@ -108,7 +129,7 @@ def copy_reads(inst: Instruction, state: StageState, copies: list[str], found: F
 
 def run_reads(text: str, line: int, state: StageState, copies: list[str], found: Found) -> None:
     """A RUN: the harness's copies of the tree it makes, the tree paths its commands read, what it installs."""
-    for _words, cmd, cwd in shell_commands(text, state.workdir):
+    for words, cmd, cwd in shell_commands(text, state.workdir):
         if not cmd:
             continue
         values = [expand(w.value, state.variables) for w in cmd]
@@ -117,8 +138,25 @@ def run_reads(text: str, line: int, state: StageState, copies: list[str], found:
             if dest:
                 copies.append(dest)
         elif program(cmd[0]) not in READS_NOTHING | {"mkdir", "rm", "chmod", "chown", "ln", "touch"}:
-            found.roots += read_paths(cmd, values, cwd, copies)
+            roots = read_paths(cmd, values, cwd, copies)
+            prebuilt = precompiled_setting(words[:words.index(cmd[0])], state.variables)
+            if prebuilt:
+                command = " ".join(w.raw for w in cmd)[:120]
+                found.prebuilt += [(root, f"{prebuilt} (line {line}: `{command}`)") for root in roots]
+            else:
+                found.roots += roots
             found.packages += named_installs(cmd, values, line)
+
+
+def precompiled_setting(assignments: list[Word], variables: dict[str, str]) -> str | None:
+    """`VLLM_USE_PRECOMPILED=1` when the command runs with such a variable set true (its own assignment, else
+    the stage's ENV or ARG value)."""
+    values = dict(variables)
+    for word in assignments:
+        name, _, value = word.value.partition("=")
+        values[name] = expand(value, variables)
+    return next((f"{name}={value}" for name, value in values.items()
+                 if PRECOMPILED.fullmatch(name) and value.strip().strip("'\"").lower() in TRUE_VALUES), None)
 
 
 def stages_reaching_final(doc: Document) -> set[int]:
