@@ -126,21 +126,25 @@ def base_image(client: docker.DockerClient, base: str, requirements: tuple[str, 
     except docker.errors.ImageNotFound:
         pass
     wheels = wheelhouse(requirements)
-    dockerfile = (f"FROM {base}\nRUN --mount=type=bind,source=wheels,target=/wheels python3 -m pip install -q "
-                  "--no-index --find-links /wheels --break-system-packages --disable-pip-version-check "
-                  + " ".join(f"'{r}'" for r in requirements) + "\n")
-    build_context(client, tag, dockerfile, {"wheels": wheels})
+    dockerfile = (f"FROM {base}\nRUN --mount=type=bind,source=.,target=/ctx python3 -m pip install -q "
+                  "--no-index --find-links /ctx/wheels --break-system-packages --disable-pip-version-check "
+                  "-r /ctx/requirements.txt\n")
+    build_context(client, tag, dockerfile, {"wheels": wheels}, {"requirements.txt": "\n".join(requirements) + "\n"})
     return tag
 
 
-def build_context(client: docker.DockerClient, tag: str, dockerfile: str, folders: dict[str, Path]) -> None:
-    """A BuildKit build (the client with BuildKit built in) of a Dockerfile and folders copied beside it."""
+def build_context(client: docker.DockerClient, tag: str, dockerfile: str, folders: dict[str, Path],
+                  files: dict[str, str] | None = None) -> None:
+    """A BuildKit build (the client with BuildKit built in) of a Dockerfile, folders linked beside it (hard
+    links: a wheelhouse of gigabytes is not copied) and small files."""
     import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         ctx = Path(tmp)
         (ctx / "Dockerfile").write_text(dockerfile)
+        for name, text in (files or {}).items():
+            (ctx / name).write_text(text)
         for name, folder in folders.items():
-            shutil.copytree(folder, ctx / name)
+            shutil.copytree(folder, ctx / name, copy_function=os.link)
         client_path = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
         done = subprocess.run([client_path, "build", "-q", "-t", tag, str(ctx)], capture_output=True, text=True,
                               env={**os.environ, "DOCKER_BUILDKIT": "1"}, timeout=1800)

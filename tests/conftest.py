@@ -55,23 +55,24 @@ def no_dangling_images_left():
         pass
 
 
+def made_by_setup(client: docker.DockerClient, image: str, what: str) -> str:
+    """An image .ci/setup makes; the test fails with what to run when it is missing."""
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{what} {image} is missing: run `bash .ci/setup`", pytrace=False)
+    return image
+
+
 @pytest.fixture(scope="session")
 def base_image(docker_client: docker.DockerClient) -> str:
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"base image {BASE_IMAGE} is missing: run `bash .ci/setup`", pytrace=False)
-    return BASE_IMAGE
+    return made_by_setup(docker_client, BASE_IMAGE, "base image")
 
 
 @pytest.fixture(scope="session")
 def dev_image(docker_client: docker.DockerClient) -> str:
     """The base with a C compiler and Python's headers (harness-dev:bookworm, made by .ci/setup)."""
-    try:
-        docker_client.images.get(DEV_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"{DEV_IMAGE} (a compiler and Python's headers) is missing: run `bash .ci/setup`", pytrace=False)
-    return DEV_IMAGE
+    return made_by_setup(docker_client, DEV_IMAGE, "the base with a compiler and Python's headers")
 
 
 @pytest.fixture(scope="session")

@@ -201,3 +201,14 @@ def test_compiled_sources_are_built_unless_every_reader_takes_them_prebuilt(dock
     placed = place([Change("M", "csrc/attention/kernels.cu")], VLLM, tree_reads(dockerfile), None, "b" * 40,
                    {"setup.py": setup}.get)
     assert placed.paths[0].where == BUILT
+
+
+def test_a_prebuilt_install_is_seen_through_the_rendered_dockerfile():
+    """The harness's own rendering (the clone replaced by the commit's tree) keeps the install's variable."""
+    text = ("FROM nvidia/cuda:12.1.0-devel-ubuntu22.04\nWORKDIR /vllm-workspace\nRUN git clone "
+            "https://github.com/vllm-project/vllm.git vllm && cd vllm && VLLM_USE_PRECOMPILED=1 pip install .\n")
+    reads = reads_of(VLLM, text)
+    assert (reads.prebuilt_by("csrc/attention/kernels.cu") or "").startswith("VLLM_USE_PRECOMPILED=1 (line ")
+    placed = place([Change("M", "csrc/attention/kernels.cu")], VLLM, reads, None, "b" * 40,
+                   {"setup.py": PREBUILT_SETUP}.get)
+    assert placed.paths[0].where == NOT_IN_IMAGE and placed.paths[0].reader.startswith("prebuilt: ")

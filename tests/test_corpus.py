@@ -7,6 +7,7 @@ SGLang, fail; a Debian base's own copy of a package later on the path is noted, 
 earlier fails."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -25,6 +26,15 @@ def produce(harness, sha: str) -> BuiltImage:
 
 def verify(harness, image: BuiltImage):
     return harness.commit(CommitSpec(image.sha, ("commit",), DockerfileSource(), 1)).verify(image)
+
+
+def verify_forged(harness, client, genuine: BuiltImage, lines: str, files: dict | None = None):
+    """The genuine image with `lines` built on top, verified as the genuine commit's image; then removed."""
+    ref = build(client, f"FROM {genuine.ref}\n{lines}\n", files or {}, repository="corpus.local/forged")
+    try:
+        return verify(harness, dataclasses.replace(genuine, ref=ref, local=False))
+    finally:
+        client.images.remove(ref, force=True)
 
 
 @pytest.mark.parametrize("project", corpus.CORPUS, ids=lambda p: p.name)
@@ -49,6 +59,11 @@ def test_every_genuine_image_of_a_real_project_passes(project, harness_runner, d
         for sha, version in zip(repo.commits, versions, strict=True):
             checked = run.outcomes[sha].properties["check.verify_version"]
             assert f"sglang {version}, the commit's is {version}" in checked, checked
+            statement = json.loads((harness_runner.workdir / "reports" / "attestations" / f"{sha}.intoto.json")
+                                   .read_text())
+            assert statement["predicate"]["build"] == {
+                "versioning": "setuptools-scm", "saidBy": "python/pyproject.toml [tool.setuptools_scm]",
+                "version": version, "versionFiles": ["python/sglang/_version.py"], "compiled": [], "notRead": []}
     for sha in repo.commits:
         docker_client.images.remove(f"{harness_runner.registry}/test/{harness_runner.image_name}:{sha}", force=True)
 
@@ -149,14 +164,9 @@ def today_sglang(docker_client, base_image, tmp_path_factory):
 def test_a_forgery_of_todays_sglang_fails_naming_the_file(lines, named, today_sglang, docker_client, tmp_path):
     harness, genuine, parent_scheduler = today_sglang
     files = {"planted.so": extension_module(tmp_path, "_planted"), "scheduler.py": parent_scheduler}
-    ref = build(docker_client, f"FROM {genuine.ref}\n{lines}\n", files, repository="corpus.local/forged")
-    try:
-        checks = verify(harness, BuiltImage(genuine.sha, ref, scm_version=genuine.scm_version,
-                                            build_config=genuine.build_config))
-        assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
-        assert named in checks.source_tree.found
-    finally:
-        docker_client.images.remove(ref, force=True)
+    checks = verify_forged(harness, docker_client, genuine, lines, files)
+    assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
+    assert named in checks.source_tree.found
 
 
 @pytest.mark.parametrize("editable", [True, False], ids=["editable", "wheel"])
@@ -173,15 +183,11 @@ def test_a_compiled_module_the_configuration_declares_passes_and_no_other(editab
             assert checks.passed, "\n".join(c.line() for c in checks)
             assert "compiled modules its configuration declares: _speedups.cpython-311-" in checks.source_tree.found
         copy = checks.imported.found.rsplit("-> ", 1)[1]
-        planted = f"COPY planted.so {copy}/_fast.cpython-311-x86_64-linux-gnu.so"
-        ref = build(docker_client, f"FROM {images[-1].ref}\n{planted}\n",
-                    {"planted.so": extension_module(tmp_path, "_fast")}, repository="corpus.local/forged")
-        try:
-            checks = verify(harness, BuiltImage(images[-1].sha, ref, build_config=images[-1].build_config))
-            assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
-            assert "_fast.cpython-311-x86_64-linux-gnu.so" in checks.source_tree.found
-        finally:
-            docker_client.images.remove(ref, force=True)
+        checks = verify_forged(harness, docker_client, images[-1],
+                               f"COPY planted.so {copy}/_fast.cpython-311-x86_64-linux-gnu.so",
+                               {"planted.so": extension_module(tmp_path, "_fast")})
+        assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
+        assert "_fast.cpython-311-x86_64-linux-gnu.so" in checks.source_tree.found
     finally:
         for image in images:
             docker_client.images.remove(image.ref, force=True)
@@ -205,11 +211,7 @@ def test_an_alias_planted_by_start_up_code_fails_where_the_packages_own_passes(p
         checks = verify(harness, image)
         assert checks.passed, "\n".join(c.line() for c in checks)
         assert "requests.packages.chardet is charset_normalizer" in checks.source_tree.found
-        ref = build(docker_client, f"FROM {image.ref}\n{planted}\n", files, repository="corpus.local/forged")
-        try:
-            checks = verify(harness, BuiltImage(image.sha, ref))
-            assert not checks.passed and not checks.source_tree.passed, "\n".join(c.line() for c in checks)
-        finally:
-            docker_client.images.remove(ref, force=True)
+        checks = verify_forged(harness, docker_client, image, planted, files)
+        assert not checks.passed and not checks.source_tree.passed, "\n".join(c.line() for c in checks)
     finally:
         docker_client.images.remove(image.ref, force=True)

@@ -34,3 +34,16 @@ def test_cli_exits_2_with_the_reason_when_the_dockerfile_cannot_be_pinned():
 def test_cli_rejects_unknown_fixes():
     done = render_cli("--disable-fix", "everything")
     assert done.returncode == 2 and "unknown fix 'everything'" in done.stderr
+
+
+def test_the_scm_version_is_declared_only_when_given():
+    """A run computes it from the commit's configuration; the CLI takes it as a run would give it."""
+    dockerfile = "FROM base\nRUN git clone https://github.com/sgl-project/sglang.git /w && pip install -e /w/python\n"
+    plain = subprocess.run([sys.executable, "-m", "helpers.render"], input=dockerfile, capture_output=True, text=True,
+                           cwd=ROOT, timeout=60)
+    given = subprocess.run([sys.executable, "-m", "helpers.render", "--scm-version", "0.5.10.post1"], input=dockerfile,
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert plain.returncode == given.returncode == 0, plain.stderr + given.stderr
+    assert "SETUPTOOLS_SCM_PRETEND_VERSION" not in plain.stdout + plain.stderr
+    assert "ARG SETUPTOOLS_SCM_PRETEND_VERSION" in given.stdout
+    assert "SETUPTOOLS_SCM_PRETEND_VERSION=0.5.10.post1" in given.stderr

@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enable-fix", action="append", metavar="NAME")
     parser.add_argument("--disable-fix", action="append", metavar="NAME")
     parser.add_argument("--freeze-until", metavar="ISO-DATETIME", help="as --freeze-deps would set it")
+    parser.add_argument("--scm-version", metavar="VERSION", help="the version the commit's build configuration gets "
+                        "from git, as a run computes it (default: none, a commit not versioned from git)")
     args = parser.parse_args(argv)
     try:
         profile = choose_profile({"project": args.project, "profile_file": args.profile_file})
         options = RenderOptions(profile=profile, sha=args.commit, base_images=parse_mapping(args.base_image_map),
                                 fixes=choose_fixes(profile, args.enable_fix, args.disable_fix),
-                                scm_version=f"0.1.dev0+g{args.commit[:9]}",  # a run asks setuptools-scm
+                                scm_version=args.scm_version,
                                 freeze_until=args.freeze_until)
         rendered = render(sys.stdin.read(), options)
     except (ConfigError, HarnessError) as e:
