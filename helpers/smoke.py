@@ -26,6 +26,8 @@ NO_GPU_DRIVER = re.compile(
     r"CUDA_ERROR_STUB_LIBRARY|driver is a stub library",
     re.IGNORECASE)
 TAIL_LINES = 15
+# The line that starts the final exception's message in a traceback (`ImportError: ...`, `torch.cuda.XError`).
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failure)(?::|$)")
 TURNED_OFF = ("turned off (--no-smoke-checks)",)
 
 
@@ -97,9 +99,10 @@ class SmokeVerdict:
 
     def fail(self, what: str, output: str) -> None:
         """A failure with its error's last line first and the output's tail below (once per distinct error);
-        only noted when that last line (the error itself, not a warning before it) says there is no GPU driver."""
+        only noted when the error itself (the final exception's whole message, not a warning before it) says
+        there is no GPU driver: sgl_kernel's ImportError lists each load it tried, `libcuda.so.1` among them."""
         error = last_line(output)
-        if NO_GPU_DRIVER.search(error) and not ABI_ERROR.search(output):
+        if NO_GPU_DRIVER.search(final_error(output)) and not ABI_ERROR.search(output):
             self.notes.append(f"{what}: needs a GPU driver, not checked here ({error})")
             return
         self.abi = self.abi or bool(ABI_ERROR.search(output))
@@ -177,6 +180,13 @@ def read_command(verdict: SmokeVerdict, entry: dict) -> None:
 def tail(text: str, lines: int = TAIL_LINES) -> str:
     kept = [line for line in text.rstrip().splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+def final_error(text: str) -> str:
+    """The final exception's message, from its `SomeError:` line to the end (the last line when none is found)."""
+    lines = text.rstrip().splitlines()
+    start = next((i for i in range(len(lines) - 1, -1, -1) if EXCEPTION_LINE.match(lines[i])), None)
+    return "\n".join(lines[start:]) if start is not None else last_line(text)
 
 
 def last_line(text: str) -> str:

@@ -39,6 +39,19 @@ UNDEFINED = ("Traceback (most recent call last):\n  File \"/x/sgl_kernel/__init_
              "ImportError: /x/sgl_kernel/common_ops.so: undefined symbol: _ZN3c106detail19maybe_wrap_dim_slowEllb")
 NO_DRIVER = "OSError: libcuda.so.1: cannot open shared object file: No such file or directory"
 GLIBCXX = "ImportError: /lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found"
+# sglang-kernel 0.4.1 without a driver (real output, shortened): its ImportError lists every load it tried.
+KERNEL_NO_DRIVER = "\n".join([
+    "Traceback (most recent call last):",
+    '  File "/usr/local/lib/python3.11/dist-packages/sgl_kernel/load_utils.py", line 188, in _load_ops',
+    "ImportError: ", "[sgl_kernel] CRITICAL: Could not load any common_ops library!", "Attempted locations:",
+    "1. Architecture-specific pattern: /usr/local/lib/python3.11/dist-packages/sgl_kernel/sm100/common_ops.* - "
+    "found files: ['/usr/local/lib/python3.11/dist-packages/sgl_kernel/sm100/common_ops.abi3.so']",
+    "Please ensure sgl_kernel is properly installed with:", "pip install --upgrade sglang-kernel",
+    "Error details from previous import attempts:",
+    "- ImportError: libcuda.so.1: cannot open shared object file: No such file or directory",
+    "- ModuleNotFoundError: No module named 'common_ops'"])
+KERNEL_BROKEN = KERNEL_NO_DRIVER.replace("libcuda.so.1: cannot open shared object file: No such file or directory",
+                                         "/x/common_ops.abi3.so: invalid ELF header")
 
 
 @pytest.mark.parametrize("entry, in_tree, category, failed, noted", [
@@ -50,6 +63,8 @@ GLIBCXX = "ImportError: /lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3
     ({"name": "m", "status": "error", "output": UNDEFINED}, None, "abi_mismatch", True, False),
     ({"name": "m", "status": "error", "output": GLIBCXX}, None, "abi_mismatch", True, False),
     ({"name": "m", "status": "error", "output": NO_DRIVER}, None, "verify_smoke", False, True),
+    ({"name": "m", "status": "error", "output": KERNEL_NO_DRIVER}, None, "verify_smoke", False, True),
+    ({"name": "m", "status": "error", "output": KERNEL_BROKEN}, None, "verify_smoke", True, False),
     ({"name": "m", "status": "timeout", "output": "loading", "seconds": 3.0}, True, "verify_smoke", True, False),
     ({"name": "m", "status": "crashed", "exit": -11, "output": "Fatal Python error: Segmentation fault"}, None,
      "verify_smoke", True, False),
