@@ -70,7 +70,7 @@ class Workspace:
         """Removes this run's images only (tests and other runs may be using the engine at the same time)."""
         for image in client.api.images():           # one listing: images.list() races with removals
             for tag in image.get("RepoTags") or ():
-                if tag.startswith(f"{self.local}/"):
+                if tag.startswith((f"{self.local}/", f"corpus.local/{self.namespace}/")):    # corpus.harness_for
                     client.images.remove(tag, force=True)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
