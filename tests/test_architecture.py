@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ORDER = ("errors", "profiles", "dataset", "source", "submodules", "build_config", "context_fixes", "render", "build",
          "disk", "publish",
          "probe_code", "probe_smoke", "probe_paths", "probe", "smoke", "image_facts", "known", "verify", "changes",
-         "serve", "report", "config", "resources", "progress", "pipeline", "plan", "render.__main__")
+         "serve", "report", "config", "resources", "progress", "pipeline", "plan", "track", "render.__main__")
 
 
 def stage_of(module: str) -> str:

@@ -121,7 +121,7 @@ def test_the_build_jobs_run_where_asked_build_into_the_engine_and_can_push_to_gh
     inputs = workflow[True]["workflow_dispatch"]["inputs"]         # YAML reads the `on` key as True
     assert inputs["registry"]["options"] == ["docker.io", "ghcr.io"] and inputs["runner"]["type"] == "string"
     build = workflow["jobs"]["build"]
-    assert "inputs.runner" in build["runs-on"] and build["permissions"]["packages"] == "write"
+    assert "needs.track.outputs.runner" in build["runs-on"] and build["permissions"]["packages"] == "write"
     buildx = next(s for s in build["steps"] if s.get("uses", "").startswith("docker/setup-buildx-action"))
     assert buildx["with"]["driver"] == "docker"                     # no export and re-import of each image
     logins = [s for s in build["steps"] if s.get("uses", "").startswith("docker/login-action")]
@@ -139,3 +139,29 @@ def test_the_serve_check_input_turns_on_options_that_exist(tmp_path):
                            "--no-push", *options], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0 and "test_commit[" in done.stdout, done.stdout + done.stderr
+
+
+def test_nightly_the_branch_is_tracked_built_and_the_dataset_committed(tmp_path):
+    """A schedule and a dispatch input run helpers.track before the plan; what it appends is committed and is
+    what the plan and the shards read; a scheduled run (no inputs) gets the dispatch defaults and pushes."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())
+    assert workflow[True]["schedule"][0]["cron"].count(" ") == 4
+    assert workflow[True]["workflow_dispatch"]["inputs"]["track"]["type"] == "boolean"
+    jobs = workflow["jobs"]
+    steps = jobs["track"]["steps"]
+    settings = next(s for s in steps if s.get("id") == "settings")
+    assert settings["env"]["PUSH"] == "${{ github.event_name == 'schedule' || inputs.push }}"
+    tracking = next(s["run"] for s in steps if "helpers.track" in s.get("run", ""))
+    args = shlex.split(tracking.replace("\\\n", " ").split("helpers.track", 1)[1].split("|")[0])
+    assert {"--runtime-only", "--skip-reverts", "--max"} <= set(args)
+    done = subprocess.run([sys.executable, "-m", "helpers.track", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert all(a in done.stdout for a in args if a.startswith("--")), done.stdout
+    commit = next(s for s in steps if s.get("id") == "commit")
+    assert "git add data/" in commit["run"] and "git push" in commit["run"]
+    assert jobs["track"]["permissions"]["contents"] == "write"
+    for name in ("prepare", "build"):
+        checkout = next(s for s in jobs[name]["steps"] if s.get("uses", "").startswith("actions/checkout"))
+        assert checkout["with"]["ref"] == "${{ needs.track.outputs.ref }}"
+    assert all("track" in (job["needs"] if isinstance(job["needs"], list) else [job["needs"]])
+               for name, job in jobs.items() if name != "track")
