@@ -10,7 +10,7 @@ import sys
 import docker
 
 from bench import runtime, scenarios
-from helpers.build import detect_driver
+from helpers.build.driver import detect_driver
 
 ALL = ("pair", "job", "second-machine", "verify", "overhead", "collect", "skip-pushed", "parallel", "disk")
 # On request only: build-path writes a 2 GB layer; real-runtime downloads about 5 GB of wheels once (cached).

@@ -21,10 +21,10 @@ from pathlib import Path
 import docker
 
 from bench.scenarios import Figure
-from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import BuiltImage, CommitRun, Harness
 from helpers.profiles import SGLANG
-from helpers.verify import Checks
+from helpers.source.dataset import CommitSpec, DockerfileSource
+from helpers.verify.checks import Checks
 from testkit import corpus
 from testkit.forgeries import build, extension_module
 

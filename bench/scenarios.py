@@ -20,13 +20,15 @@ from pathlib import Path
 
 import docker
 
-from helpers import build, render, verify
+from helpers import render
+from helpers.build import driver as build
 from helpers.config import make_config
-from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import BuiltImage, CommitRun, Harness, Produced
 from helpers.render.identity import proof_step
-from helpers.report import read_junit
-from helpers.source import make_context
+from helpers.report.results import read_junit
+from helpers.source.dataset import CommitSpec, DockerfileSource
+from helpers.source.mirror import make_context
+from helpers.verify import checks as verify
 from testkit import corpus
 from testkit.minirepo import deps_dockerfile, make_deps_repo, make_repo
 from testkit.shapes import make_job_repo

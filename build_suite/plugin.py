@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import dataset, report
 from helpers.config import OPTIONS, HarnessConfig, make_config
 from helpers.errors import CATEGORIES, ConfigError, HarnessError, InfraError
 from helpers.pipeline import Harness
-from helpers.progress import Followers, RunProgress
-from helpers.publish import ensure_local_registry
+from helpers.publish.registry import ensure_local_registry
+from helpers.report import results as report
+from helpers.report.progress import Followers, RunProgress
+from helpers.source import dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "build_suite"

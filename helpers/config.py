@@ -7,15 +7,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.dataset import parse_shard
-from helpers.disk import Size, parse_size
+from helpers.build.disk import Size, parse_size
 from helpers.errors import ConfigError
 from helpers.profiles import Profile, choose_fixes, choose_profile
-from helpers.publish import ImageName
+from helpers.publish.registry import ImageName
 from helpers.render import parse_mapping
 from helpers.render.base_images import BaseImageMap
-from helpers.serve import ServeOptions
-from helpers.source import is_inside_work_tree, valid_repo_url
+from helpers.source.dataset import parse_shard
+from helpers.source.mirror import is_inside_work_tree, valid_repo_url
+from helpers.verify.serve import ServeOptions
 
 
 @dataclass(frozen=True)

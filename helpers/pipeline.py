@@ -17,16 +17,24 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, changes, disk, image_facts, publish, render, report, serve, smoke, source, submodules, verify
-from helpers.build_config import BuildConfig, read_build_config
-from helpers.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
-from helpers.dataset import CommitSpec, InvalidEntry
-from helpers.disk import COMMIT_LABEL, SESSION_LABEL
+from helpers import render
+from helpers.build import disk
+from helpers.build import driver as build
+from helpers.build.disk import COMMIT_LABEL, SESSION_LABEL
 from helpers.errors import DatasetInvalid, DiskFull, HarnessError, ImageNotFound, InfraError
+from helpers.publish import registry as publish
 from helpers.render import reads
 from helpers.render.scm_version import project_version
+from helpers.report import results as report
 from helpers.resources import Resources, engine_endpoint, harness_version
-from helpers.verify import CheckResult, Expected
+from helpers.source import mirror as source
+from helpers.source import submodules
+from helpers.source.build_config import BuildConfig, read_build_config
+from helpers.source.context_fixes import CONTEXT_FIXES, AppliedFix, apply_context_fixes
+from helpers.source.dataset import CommitSpec, InvalidEntry
+from helpers.verify import changes, image_facts, serve, smoke
+from helpers.verify import checks as verify
+from helpers.verify.checks import CheckResult, Expected
 
 Record = Callable[[str, object], None]
 SUBMODULES_LABEL = "commit-image-harness.submodules"      # `path=commit` of each submodule, space-separated

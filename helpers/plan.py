@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from helpers.config import default_dataset
-from helpers.dataset import CommitSpec, in_shard, load_plan, select
 from helpers.errors import ConfigError, HarnessError
 from helpers.profiles import builtin_profile
-from helpers.publish import ImageName, RegistryAPI, resolve_credentials
+from helpers.publish.registry import ImageName, RegistryAPI, resolve_credentials
+from helpers.source.dataset import CommitSpec, in_shard, load_plan, select
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,7 +37,7 @@ FIX_REGISTRY = (
 FIXES = tuple(fix.name for fix in FIX_REGISTRY)
 # On for every profile unless a run turns them off: they follow what the commit's configuration says.
 ALWAYS_ON = frozenset({"scm_version"})
-# What a path a commit changed can be (helpers/changes.py): only runtime code must reach the image.
+# What a path a commit changed can be (helpers/verify/changes.py): only runtime code must reach the image.
 PATH_KINDS = ("runtime", "test", "docs", "ci", "benchmark", "other")
 
 

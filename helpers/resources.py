@@ -13,9 +13,13 @@ from pathlib import Path
 import docker
 import requests
 
-from helpers import build, disk, image_facts, known, publish, source
+from helpers.build import disk
+from helpers.build import driver as build
 from helpers.config import HarnessConfig
 from helpers.errors import InfraError
+from helpers.publish import registry as publish
+from helpers.source import mirror as source
+from helpers.verify import image_facts, known
 
 
 class Resources:

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from helpers import changes, source
 from helpers.config import default_dataset
-from helpers.dataset import ROLE_KEYS, read_records
 from helpers.errors import ConfigError, DockerfileMissing, HarnessError
 from helpers.profiles import Profile, choose_profile, normalise_repo
+from helpers.source import mirror as source
+from helpers.source.dataset import ROLE_KEYS, read_records
+from helpers.verify import changes
 
 ROOT = Path(__file__).resolve().parent.parent
 PULL_REQUEST = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+)\b|\bpull request #(\d+)\b")
@@ -235,7 +236,7 @@ def append_records(dataset: Path, records: tuple[dict, ...]) -> None:
     os.replace(partial, dataset)
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m helpers.track", description=__doc__.splitlines()[0])
     parser.add_argument("--project", help="built-in profile: sglang (default) or vllm")
     parser.add_argument("--profile-file", help="a profile in TOML")
@@ -250,12 +251,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=os.environ.get("HARNESS_CACHE_DIR")
                         or str(Path.home() / ".cache" / "commit-image-harness"))
     parser.add_argument("--dry-run", action="store_true", help="say what would be added; write nothing")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def say(found: Tracked, dataset: Path, dry_run: bool) -> None:
+    """Each commit skipped (and why), each note, each record added, then one line for the run."""
+    for commit, why in found.skipped:
+        print(f"skipped {commit.sha[:12]} {commit.subject[:70]}: {why}")
+    for note in found.notes:
+        print(f"note: {note}")
+    for record in found.records:
+        print(f"added   {record['commit_hash'][:12]} {record['commit_subject'][:70]}")
+    after = f"after {found.after[:12]}" if found.after else "from the first commit"
+    if not found.records:
+        print(f"nothing new to add to {dataset} ({after}; {len(found.skipped)} skipped)")
+    else:
+        print(f"{'would add' if dry_run else 'added'} {len(found.records)} record(s) to {dataset} ({after}; "
+              f"{len(found.skipped)} skipped)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
     try:
         profile = choose_profile({"project": args.project, "profile_file": args.profile_file})
         dataset = Path(args.dataset) if args.dataset else default_dataset(ROOT, profile)
-        repo_url = args.repo_url or profile.repo_url
-        mirror = source.Mirror(repo_url, Path(args.cache_dir), uuid.uuid4().hex)
+        mirror = source.Mirror(args.repo_url or profile.repo_url, Path(args.cache_dir), uuid.uuid4().hex)
         mirror.ensure()
         web_url = args.repo_url if args.repo_url and not Path(args.repo_url).exists() else profile.repo_url
         found = track(mirror, profile, dataset, web_url, args.branch, args.since, args.runtime_only,
@@ -266,20 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 4
-    for commit, why in found.skipped:
-        print(f"skipped {commit.sha[:12]} {commit.subject[:70]}: {why}")
-    for note in found.notes:
-        print(f"note: {note}")
-    for record in found.records:
-        print(f"added   {record['commit_hash'][:12]} {record['commit_subject'][:70]}")
-    after = f"after {found.after[:12]}" if found.after else "from the first commit"
-    if not found.records:
-        print(f"nothing new to add to {dataset} ({after}; {len(found.skipped)} skipped)")
-        return 0
-    if not args.dry_run:
+    say(found, dataset, args.dry_run)
+    if found.records and not args.dry_run:
         append_records(dataset, found.records)
-    print(f"{'would add' if args.dry_run else 'added'} {len(found.records)} record(s) to {dataset} ({after}; "
-          f"{len(found.skipped)} skipped)")
     return 0
 
 

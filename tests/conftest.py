@@ -19,7 +19,7 @@ os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "localhost")
 import docker  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.report import Outcome, read_junit, read_status  # noqa: E402
+from helpers.report.results import Outcome, read_junit, read_status  # noqa: E402
 from testkit.minirepo import MiniRepo, make_repo, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,6 @@
-"""The module graph runs forward only: each stage of helpers/ imports earlier stages, never later
-ones; the library and the benchmark never import the tests."""
+"""The module graph runs forward only: each stage of helpers/ is a package (source, render, build, verify,
+publish, report) that imports earlier stages, never later ones, and inside a package each module imports only
+the modules before it; nothing imports in a circle; the library and the benchmark never import the tests."""
 from __future__ import annotations
 
 import ast
@@ -10,11 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # The data flow, first to last; `errors` and `profiles` sit below every stage, and the modules
-# that parse options or drive the stages (config, pipeline, plan, progress, the CLIs) above them.
-ORDER = ("errors", "profiles", "dataset", "source", "submodules", "build_config", "context_fixes", "render", "build",
-         "disk", "publish",
-         "probe_code", "probe_smoke", "probe_paths", "probe", "smoke", "image_facts", "known", "verify", "changes",
-         "serve", "report", "config", "resources", "progress", "pipeline", "plan", "track", "render.__main__")
+# that parse options or drive the stages (config, resources, pipeline, plan, track, the CLIs) above them.
+ORDER = ("errors", "profiles", "source", "render", "build", "verify", "publish", "report", "config", "resources",
+         "pipeline", "plan", "track", "render.__main__", "report.__main__")
+STAGES = ("source", "render", "build", "verify", "publish", "report")
+# Inside each stage's package, its modules in the order of the data they pass on.
+WITHIN = {
+    "source": ("dataset", "mirror", "submodules", "build_config", "context_fixes"),
+    "render": ("shellwords", "dockerfile", "deps", "late", "reads", "pin", "identity", "parts", "caches", "fixes",
+               "base_images", "scm_version", "__init__", "__main__"),
+    "build": ("driver", "disk"),
+    "verify": ("probe_code", "probe_smoke", "probe_paths", "probe", "smoke", "image_facts", "known", "checks",
+               "changes", "serve"),
+    "publish": ("registry",),
+    "report": ("results", "progress", "__main__"),
+}
 
 
 def stage_of(module: str) -> str:
@@ -83,9 +94,49 @@ def test_the_library_never_imports_the_test_kit_or_the_benchmark():
 
 
 def test_one_registry_of_fixes_names_what_each_stage_applies():
-    from helpers.context_fixes import CONTEXT_FIXES
     from helpers.profiles import FIXES, fixes_of_kind
     from helpers.render.fixes import DOCKERFILE_FIXES
+    from helpers.source.context_fixes import CONTEXT_FIXES
     assert set(DOCKERFILE_FIXES) == fixes_of_kind("dockerfile")
     assert CONTEXT_FIXES == fixes_of_kind("context")
     assert fixes_of_kind("context") | fixes_of_kind("dockerfile") | fixes_of_kind("version") == set(FIXES)
+
+
+def test_every_stage_is_a_package_of_its_own():
+    for stage in STAGES:
+        assert (ROOT / "helpers" / stage / "__init__.py").is_file(), stage
+        assert not (ROOT / "helpers" / f"{stage}.py").exists(), stage
+        doc = ast.get_docstring(ast.parse((ROOT / "helpers" / stage / "__init__.py").read_text()))
+        assert doc and doc.split(":")[0].lower() == stage, f"{stage}/__init__.py opens with its job"
+        modules = {p.stem for p in (ROOT / "helpers" / stage).glob("*.py")} - {"__init__"}
+        unplaced = sorted(modules - set(WITHIN[stage]))
+        assert not unplaced, f"place these in WITHIN[{stage!r}]: {unplaced}"
+
+
+@pytest.mark.parametrize("path", [p for p in helper_files() if len(p.relative_to(ROOT).parts) == 3],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_inside_a_stage_a_module_imports_only_earlier_ones(path: Path):
+    stage, own = path.parent.name, path.stem
+    order = WITHIN[stage]
+    later = sorted(m for m in imports(path) if m.startswith(f"helpers.{stage}.")
+                   and m.split(".")[2] in order and order.index(m.split(".")[2]) > order.index(own))
+    assert not later, f"{module_name(path)} imports later modules of its stage: {later}"
+
+
+def test_nothing_imports_in_a_circle():
+    graph = {module_name(p): {m for m in imports(p) if m.startswith("helpers")} for p in helper_files()}
+    graph = {name: {m if m in graph else m.rsplit(".", 1)[0] for m in found} & set(graph) - {name}
+             for name, found in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            if state.get(other) == 1:
+                raise AssertionError(f"import circle: {' -> '.join(path[path.index(other):] + [other])}")
+            if other not in state:
+                visit(other, path + [other])
+        state[name] = 2
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.build import BuildRequest, Driver, build_argv, detect_driver, run_build
+from helpers.build.driver import BuildRequest, Driver, build_argv, detect_driver, run_build
 from helpers.errors import BuildFailed, BuildTimeout, ConfigError
 
 REQUEST = BuildRequest(dockerfile=Path("/w/Dockerfile"), context=Path("/w/context"), tag="r/ns/img:abc",

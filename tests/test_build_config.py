@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.build_config import read_build_config
+from helpers.source.build_config import read_build_config
 
 SCM = '[build-system]\nrequires = ["setuptools", "setuptools-scm"]\n[project]\nname = "p"\ndynamic = ["version"]\n'
 

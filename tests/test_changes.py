@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from helpers.changes import BUILT, NOT_IN_IMAGE, VERIFIED, ChangeReport, PathChange, kind_of, place
 from helpers.errors import ConfigError
 from helpers.profiles import SGLANG, VLLM, load_profile_file
 from helpers.render import RenderOptions, render
 from helpers.render.reads import tree_reads
-from helpers.source import Change
+from helpers.source.mirror import Change
+from helpers.verify.changes import BUILT, NOT_IN_IMAGE, VERIFIED, ChangeReport, PathChange, kind_of, place
 from tests.test_render_real_dockerfiles import SGLANG_FILES, VLLM_FILES
 
 

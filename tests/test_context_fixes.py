@@ -2,7 +2,7 @@
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from helpers.context_fixes import (
+from helpers.source.context_fixes import (
     apply_context_fixes,
     constrain_outlines,
     fix_pyproject_text,

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import BuiltImage
+from helpers.source.dataset import CommitSpec, DockerfileSource
 from testkit import corpus, extproject
 from testkit.forgeries import NAMES, SITE, Target, build, extension_module, forgeries
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from helpers.dataset import (
+from helpers.source.dataset import (
     CommitSpec,
     DockerfileSource,
     InvalidEntry,

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from helpers.disk import is_disk_full, parse_size
+from helpers.build.disk import is_disk_full, parse_size
 from helpers.errors import ConfigError
 from testkit.faults import SmallDiskEngine
 from testkit.minirepo import MiniRepo, make_repo, record

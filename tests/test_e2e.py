@@ -12,7 +12,7 @@ import docker
 import pytest
 import requests
 
-from helpers.publish import MANIFEST_TYPES
+from helpers.publish.registry import MANIFEST_TYPES
 from testkit.minirepo import git, record
 from tests.conftest import ROOT, local_tags
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from helpers.disk import COMMIT_LABEL
-from helpers.publish import MANIFEST_TYPES
+from helpers.build.disk import COMMIT_LABEL
+from helpers.publish.registry import MANIFEST_TYPES
 from testkit.minirepo import record
 from testkit.smokerepo import make_smoke_repo
 

@@ -16,8 +16,8 @@ import docker
 import pytest
 
 from helpers.config import make_config
-from helpers.dataset import CommitSpec, DockerfileSource
 from helpers.pipeline import Harness
+from helpers.source.dataset import CommitSpec, DockerfileSource
 from testkit.shapes import SHAPES, make_shape_repo
 from tests.conftest import BASE_MAP, ROOT
 

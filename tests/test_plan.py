@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from helpers.dataset import in_shard, parse_shard
 from helpers.plan import main, shard_matrix
+from helpers.source.dataset import in_shard, parse_shard
 
 A, B, C = "a" * 40, "b" * 40, "1" * 40
 
@@ -25,7 +25,7 @@ def test_matrix_holds_only_shards_with_work_each_naming_exactly_its_commits(tmp_
 
 
 def in_shard_of(sha, shard):
-    from helpers.dataset import CommitSpec, DockerfileSource
+    from helpers.source.dataset import CommitSpec, DockerfileSource
     index, count = parse_shard(shard)
     return in_shard(CommitSpec(sha, ("commit",), DockerfileSource(), 1), index, count)
 
@@ -57,7 +57,7 @@ def tracking(tmp_path, pairs):
 
 
 def test_a_parent_and_its_child_share_a_shard_and_linked_pairs_too(tmp_path):
-    from helpers.dataset import CommitSpec, DockerfileSource, load_plan
+    from helpers.source.dataset import CommitSpec, DockerfileSource, load_plan
     shas = [f"{i:040x}" for i in range(1, 41)]
     pairs = [(shas[i], shas[i + 1]) for i in range(0, 40, 2)] + [(shas[5], shas[2])]   # 2-3 and 4-5 joined
     plan = load_plan(tracking(tmp_path, pairs), None)
@@ -72,15 +72,15 @@ def test_a_parent_and_its_child_share_a_shard_and_linked_pairs_too(tmp_path):
 
 
 def test_the_group_of_a_short_sha_is_found_from_its_full_sha(tmp_path):
-    from helpers.dataset import load_plan
+    from helpers.source.dataset import load_plan
     full_child, full_parent = "ab" * 20, "cd" * 20
     plan = load_plan(tracking(tmp_path, [(full_child[:10], full_parent[:8])]), None)
-    from helpers.dataset import group_of
+    from helpers.source.dataset import group_of
     assert group_of(full_child, plan.groups) == group_of(full_parent, plan.groups) == full_child[:10]
 
 
 def test_selection_counts_only_what_has_work_then_the_batch_then_the_shard():
-    from helpers.dataset import CommitSpec, DockerfileSource, select
+    from helpers.source.dataset import CommitSpec, DockerfileSource, select
     specs = [CommitSpec(f"{i:040x}", ("commit",), DockerfileSource(), i) for i in range(1, 13)]
     pushed = {s.sha for s in specs[:4]}
     chosen = select(specs, lambda e: e.sha not in pushed, 4, None)
@@ -91,7 +91,7 @@ def test_selection_counts_only_what_has_work_then_the_batch_then_the_shard():
 
 
 def test_the_real_datasets_pairs_stay_together_across_four_shards(shared_data):
-    from helpers.dataset import CommitSpec, DockerfileSource, load_plan, record_links
+    from helpers.source.dataset import CommitSpec, DockerfileSource, load_plan, record_links
     path = shared_data / "sglang" / "sglang_track_all.json"
     plan = load_plan(path, None)
     links = record_links(path.read_text().splitlines())

@@ -1,7 +1,7 @@
 """Following a log file that another process writes and replaces."""
 import os
 
-from helpers.progress import Followers, LogFollower, RunProgress
+from helpers.report.progress import Followers, LogFollower, RunProgress
 
 
 def test_follower_skips_the_previous_log_and_echoes_the_new_one(tmp_path):

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from helpers.errors import ConfigError, InfraError, PushFailed
-from helpers.publish import (
+from helpers.publish.registry import (
     Credentials,
     ImageName,
     Pushed,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.report import (
+from helpers.report.results import (
     OLD_NAMES,
     Outcome,
     atomic_write,
@@ -145,7 +145,7 @@ def test_fold_command_writes_the_summary_where_github_reads_it(tmp_path: Path, m
 
 
 def test_status_lists_belong_to_one_image_repository(tmp_path: Path):
-    from helpers.report import owner_conflict, status_owner
+    from helpers.report.results import owner_conflict, status_owner
     status = tmp_path / "commit-status"
     j = tmp_path / "j.xml"
     j.write_text(junit(case("a" * 40)))
@@ -159,7 +159,7 @@ def test_status_lists_belong_to_one_image_repository(tmp_path: Path):
 
 
 def test_a_second_run_folds_onto_the_first_runs_committed_lists(tmp_path: Path):
-    from helpers.report import fold
+    from helpers.report.results import fold
     status = tmp_path / "commit-status"          # as checked out from git: the first run's lists
     first = tmp_path / "first.xml"
     first.write_text(junit(case("a" * 40) + case("b" * 40, '<failure message="x"/>', "build_failed")))

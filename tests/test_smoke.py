@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from helpers.profiles import SGLANG, VLLM
-from helpers.serve import device_requests, engine_host, request_body, server_argv
-from helpers.smoke import TURNED_OFF, SmokePlan, plan, read_results
+from helpers.verify.serve import device_requests, engine_host, request_body, server_argv
+from helpers.verify.smoke import TURNED_OFF, SmokePlan, plan, read_results
 
 TREE = {"__init__.py": "a", "launch_server.py": "b", "srt/__init__.py": "c", "srt/managers/scheduler.py": "d",
         "srt/entrypoints/http_server.py": "e", "srt/layers/__init__.py": "f"}

@@ -11,9 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from helpers.image_facts import REMOVALS, Smoke, collect_facts
 from helpers.profiles import SGLANG
-from helpers.smoke import plan, read_results
+from helpers.verify.image_facts import REMOVALS, Smoke, collect_facts
+from helpers.verify.smoke import plan, read_results
 from testkit.smokerepo import TORCH_SYMBOL
 from tests.test_verify_images import SITE, build
 

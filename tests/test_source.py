@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.errors import CommitNotFound, ConfigError, ContextFailed, DockerfileMissing, InfraError
-from helpers.source import Mirror, find_dockerfile, make_context, redact_url, unsafe_member, valid_repo_url
+from helpers.source.mirror import Mirror, find_dockerfile, make_context, redact_url, unsafe_member, valid_repo_url
 from testkit.minirepo import MiniRepo, git
 
 
@@ -39,8 +39,8 @@ def test_resolve_short_unknown_and_ambiguous_shas(mini_repo: MiniRepo, tmp_path:
 
 
 def test_concurrent_workers_clone_the_mirror_once(mini_repo: MiniRepo, tmp_path: Path):
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); from helpers.source import Mirror; from pathlib import "
-              "Path; Mirror(sys.argv[2], Path(sys.argv[3]), 'same-session').ensure()")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from helpers.source.mirror import Mirror; "
+              "from pathlib import Path; Mirror(sys.argv[2], Path(sys.argv[3]), 'same-session').ensure()")
     root = str(Path(__file__).resolve().parent.parent)
     procs = [subprocess.Popen([sys.executable, "-c", script, root, str(mini_repo.path), str(tmp_path / "c")])
              for _ in range(4)]
@@ -167,7 +167,7 @@ def test_a_git_command_past_its_deadline_is_an_infra_error_naming_it(tmp_path):
     import socket
     import time
 
-    from helpers.source import run_git
+    from helpers.source.mirror import run_git
     silent = socket.create_server(("127.0.0.1", 0))        # accepts, never answers: the clone hangs
     try:
         started = time.monotonic()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from helpers.errors import SubmoduleUnavailable
-from helpers.source import Mirror
-from helpers.submodules import fetch, lfs_pointers, resolve_url
+from helpers.source.mirror import Mirror
+from helpers.source.submodules import fetch, lfs_pointers, resolve_url
 from testkit.minirepo import make_submodule_repos
 
 

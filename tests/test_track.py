@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.dataset import CommitSpec, parse_dataset
 from helpers.profiles import SGLANG
-from helpers.source import Mirror
+from helpers.source.dataset import CommitSpec, parse_dataset
+from helpers.source.mirror import Mirror
 from helpers.track import append_records, main, track
 from testkit.minirepo import MiniRepo, git, make_repo, record
 from tests.conftest import ROOT

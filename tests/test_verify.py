@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 
-from helpers.image_facts import Facts, FileFacts, blob_hash, read_probe_output, record_hash
-from helpers.probe import MARK
 from helpers.profiles import SGLANG, VLLM
-from helpers.verify import Expected, evaluate, expected_tree
+from helpers.verify.checks import Expected, evaluate, expected_tree
+from helpers.verify.image_facts import Facts, FileFacts, blob_hash, read_probe_output, record_hash
+from helpers.verify.probe import MARK
 
 SHA = "a" * 40
 SRC = "/sgl-workspace/sglang/python"

@@ -7,9 +7,9 @@ import uuid
 import docker
 import pytest
 
-from helpers.image_facts import REMOVALS, blob_hash, collect_facts
 from helpers.profiles import SGLANG
-from helpers.verify import Expected, evaluate
+from helpers.verify.checks import Expected, evaluate
+from helpers.verify.image_facts import REMOVALS, blob_hash, collect_facts
 from testkit.forgeries import Target, build, extension_module, forgeries
 
 pytestmark = pytest.mark.docker

@@ -89,7 +89,7 @@ def test_ci_workflow_runs_what_ci_runs():
 
 
 def test_each_verified_image_is_attested_with_the_harness_predicate(tmp_path):
-    from helpers.report import PREDICATE_TYPE, Verification, attestation_matrix, write_attestation
+    from helpers.report.results import PREDICATE_TYPE, Verification, attestation_matrix, write_attestation
     jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "build-images.yml").read_text())["jobs"]
     attest = next(s for s in jobs["attest"]["steps"] if s.get("uses", "").startswith("actions/attest@"))
     assert attest["with"]["predicate-type"] == PREDICATE_TYPE and attest["with"]["push-to-registry"] is True

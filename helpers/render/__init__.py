@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from helpers.context_fixes import AppliedFix
 from helpers.profiles import Profile
 from helpers.render.base_images import BaseImageMap, map_base_images, parse_mapping
 from helpers.render.caches import add_compiler_caches, add_package_caches
@@ -28,6 +27,7 @@ from helpers.render.identity import (
 from helpers.render.late import late_source
 from helpers.render.parts import build_parts
 from helpers.render.pin import pin_source_report
+from helpers.source.context_fixes import AppliedFix
 
 __all__ = ["RenderOptions", "Rendered", "render", "pin_source", "declare_identity", "map_base_images",
            "parse_mapping"]

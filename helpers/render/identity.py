@@ -1,7 +1,7 @@
 """Identity, declared late: the commit's build arg is declared just before its first use, and the
 proof file is written in the final stage after the source, so earlier layers stay shared.
 
-The OCI labels are not written here: they go on the build command line (see helpers.build).
+The OCI labels are not written here: they go on the build command line (see helpers.build.driver).
 """
 from __future__ import annotations
 

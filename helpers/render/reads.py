@@ -12,7 +12,7 @@ those it copies or mounts from, transitively). A path is read when
 
 A command run with a `*PRECOMPILED*` variable set true (vLLM's `VLLM_USE_PRECOMPILED=1 pip install .`, inline,
 or an ENV or ARG default of the stage) reads its paths *prebuilt*: its Python is installed from the tree, its
-compiled part comes from a prebuilt wheel (helpers/changes.py decides which of its paths that makes not in
+compiled part comes from a prebuilt wheel (helpers/verify/changes.py decides which of its paths that makes not in
 the image, asking the commit's setup.py whether it reads the variable).
 """
 from __future__ import annotations

@@ -4,9 +4,9 @@ A `git archive` context has no `.git`, so a build cannot ask git; the harness as
 and lets setuptools-scm itself turn the answer into a version, honouring the commit's
 `[tool.setuptools_scm]` (tag regex, version and local schemes, describe command). It is given
 the facts as a `.git_archival.txt` (setuptools-scm's own format for archives) in a scratch
-folder, with the options the commit's build configuration gives (helpers/build_config.py). A describe
+folder, with the options the commit's build configuration gives (helpers/source/build_config.py). A describe
 command of the project's own that is a program, not git (SGLang's `python/tools/get_version_tag.py`), is
-run by the mirror in a scratch clone of the commit (helpers/source.py). The build gets this version
+run by the mirror in a scratch clone of the commit (helpers/source/mirror.py). The build gets this version
 (SETUPTOOLS_SCM_PRETEND_VERSION) and verification compares the installed one with it.
 """
 from __future__ import annotations

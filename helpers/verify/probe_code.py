@@ -1,8 +1,8 @@
 """Probe part: which functions and classes a module's source defines (by qualified name, from its syntax
 tree), and whether the loaded module still holds that code.
 
-Stdlib only, any Python 3.6+: it runs inside the image as part of the probe (helpers/image_facts.py sends
-it ahead of helpers/probe.py as one script), and on the host, where helpers/definitions.py runs
+Stdlib only, any Python 3.6+: it runs inside the image as part of the probe (helpers/verify/image_facts.py sends
+it ahead of helpers/verify/probe.py as one script), and on the host, where helpers/definitions.py runs
 `source_definitions` over the commit's blobs once per blob so that the probe need not parse them.
 
 A name the source binds only by `def` or `class` in a scope (the module, a class body; also inside

@@ -15,8 +15,8 @@ import os
 import threading
 from pathlib import Path
 
-from helpers import probe_code
-from helpers.source import Mirror
+from helpers.source.mirror import Mirror
+from helpers.verify import probe_code
 
 # Tables made by another version of the definitions code are not reused.
 DEFINITIONS_VERSION = hashlib.sha1(Path(probe_code.__file__).read_bytes()).hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""Verify: each check is a pure comparison of an image's facts (helpers/image_facts.py) with the commit.
+"""Verify: each check is a pure comparison of an image's facts (helpers/verify/image_facts.py) with the commit.
 
 The decisive check compares the code, not the claim: every copy of the package an import could
 reach, read from outside the image, against `git ls-tree` of the commit (patched files against
@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 from packaging.utils import canonicalize_name
 
-from helpers.image_facts import Facts, FileFacts, blob_hash, loaded_from
 from helpers.profiles import Profile
-from helpers.smoke import ABI_ERROR, SmokePlan, read_results, tail
+from helpers.verify.image_facts import Facts, FileFacts, blob_hash, loaded_from
+from helpers.verify.smoke import ABI_ERROR, SmokePlan, read_results, tail
 
 REVISION_LABEL = "org.opencontainers.image.revision"
 STARTUP_ENV = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONINSPECT")
@@ -34,7 +34,7 @@ class Expected:
     tree: dict[str, str]            # path under the package dir -> blob hash
     version: str | None = None      # the version the build was given (versioned from git by its configuration)
     smoke: SmokePlan = SmokePlan()  # the deep imports and commands asked of the image
-    # What the commit's build configuration says (helpers/build_config.py), by path in the package: the files
+    # What the commit's build configuration says (helpers/source/build_config.py), by path in the package: the files
     # its build writes with the version, and the compiled modules it declares (paths without their suffix).
     version_files: tuple[str, ...] = ()
     products: frozenset[str] = frozenset()
@@ -84,7 +84,7 @@ class Checks(NamedTuple):
     editable_install: CheckResult
     version: CheckResult
     smoke: CheckResult
-    change: CheckResult = CheckResult("change_not_in_image", True, True, "not judged")  # helpers/changes.py
+    change: CheckResult = CheckResult("change_not_in_image", True, True, "not judged")  # helpers/verify/changes.py
 
     @property
     def passed(self) -> bool:

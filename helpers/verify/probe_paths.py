@@ -6,7 +6,7 @@ start-up hook files there, which copies an import could load and which come afte
 check of every `.pyc` a copy holds against its source. Run by the probe's trusted parent, which never
 runs the image's code.
 
-Stdlib only, any Python 3.6+: sent into the image ahead of helpers/probe.py as one script."""
+Stdlib only, any Python 3.6+: sent into the image ahead of helpers/verify/probe.py as one script."""
 import ast
 import hashlib
 import importlib.machinery

@@ -1,8 +1,8 @@
 """Probe: runs INSIDE the image (any Python 3.6+) and reports what `import <package>` loads there.
 
 Started as `python3 -S -c <script>` in one container run with the entrypoint overridden;
-the script is helpers/probe_code.py, probe_smoke.py, probe_paths.py and this file, sent as one
-(helpers/image_facts.py). It imports nothing of the harness. Its input comes on standard input (the
+the script is helpers/verify/probe_code.py, probe_smoke.py, probe_paths.py and this file, sent as one
+(helpers/verify/image_facts.py). It imports nothing of the harness. Its input comes on standard input (the
 profile's names, the run's nonce, the commit's blobs, what each module of the package defines, the
 bytecode verdicts already known), read to its end before any of the image's code runs. The image is
 untrusted, so the probe is two processes:
@@ -20,7 +20,7 @@ untrusted, so the probe is two processes:
    on the probe's channel) and the nonce is gone from its memory; its facts go to the parent on a pipe
    and are only ever the child's own fields.
 
-Last, the parent runs the smoke checks (helpers/probe_smoke.py) in child processes of its own. The
+Last, the parent runs the smoke checks (helpers/verify/probe_smoke.py) in child processes of its own. The
 facts lines carry the nonce; the harness reads the files themselves from outside and only cross-checks.
 """
 import builtins
@@ -33,8 +33,8 @@ import sys
 import time
 import traceback
 
-from helpers.probe_code import check_definitions, source_definitions  # probe part: sent ahead of this file
-from helpers.probe_paths import (  # probe part: sent ahead of this file
+from helpers.verify.probe_code import check_definitions, source_definitions  # probe part: sent ahead of this file
+from helpers.verify.probe_paths import (  # probe part: sent ahead of this file
     Bytecode,
     changed_since,
     cwd_dirs,
@@ -50,7 +50,7 @@ from helpers.probe_paths import (  # probe part: sent ahead of this file
     site_dirs,
     unique_dirs,
 )
-from helpers.probe_smoke import smoke_phase  # probe part: sent ahead of this file
+from helpers.verify.probe_smoke import smoke_phase  # probe part: sent ahead of this file
 
 MARK = "HARNESS-FACTS:"
 EARLY = "HARNESS-EARLY:"      # the trusted parent's first facts, sent as soon as they are known

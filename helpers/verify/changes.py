@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from helpers.profiles import PATH_KINDS, Profile
 from helpers.render.reads import PackageSource, TreeReads
-from helpers.source import Change
-from helpers.verify import CheckResult
+from helpers.source.mirror import Change
+from helpers.verify.checks import CheckResult
 
 try:
     import tomllib

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.errors import HarnessError, SubmoduleUnavailable
-from helpers.source import QUERY_DEADLINE, Mirror, redact_url
+from helpers.source.mirror import QUERY_DEADLINE, Mirror, redact_url
 
 MAX_DEPTH = 8                  # nested submodules deeper than this are a loop, not a project
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"

@@ -223,9 +223,9 @@ class Verification:
     checks: tuple[tuple[str, bool, str], ...]   # (category, passed, what was found)
     harness_version: str
     verified_at: str
-    change: dict | None = None      # where the commit's change went (helpers/changes.py), when judged
+    change: dict | None = None      # where the commit's change went (helpers/verify/changes.py), when judged
     submodules: tuple[dict, ...] = ()   # each submodule archived into the build: path, URL, commit
-    # What the commit's build configuration says (helpers/build_config.py): how it is versioned and the version
+    # What the commit's build configuration says (helpers/source/build_config.py): how it is versioned and the version
     # given, the files the build writes, the compiled modules accepted and why, what could not be read.
     build: dict | None = None
 

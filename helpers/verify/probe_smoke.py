@@ -1,8 +1,8 @@
 """Probe part: the smoke checks, run last in the verification container, each in a child process with a
 deadline: the deep imports in one child interpreter started as the image starts Python (a crash or a hang
-ends only that child; the rest go on in a new one), then each command. helpers/smoke.py plans them.
+ends only that child; the rest go on in a new one), then each command. helpers/verify/smoke.py plans them.
 
-Stdlib only, any Python 3.6+: sent into the image ahead of helpers/probe.py as one script."""
+Stdlib only, any Python 3.6+: sent into the image ahead of helpers/verify/probe.py as one script."""
 import json
 import os
 import signal

@@ -1,6 +1,6 @@
 """Smoke checks: which deep imports and commands a commit's image gets, and what their failures mean.
 
-The checks run in the verification container (helpers/probe.py runs them, each with a deadline);
+The checks run in the verification container (helpers/verify/probe.py runs them, each with a deadline);
 this module decides before the run what to ask for and, after it, reads the results. A module
 of the project that the commit's tree does not have is skipped with a note (module paths move
 over history); any other module (a kernel package, a compiled part of the project) is checked

@@ -4,7 +4,7 @@ The image is untrusted. Every file that is compared with the commit's git tree (
 the proof file, the install's metadata) is read by the harness from a created, never-started
 container through the Engine API and hashed here; nothing the image runs can change those bytes.
 Only what needs the image's interpreter (which copy `import` loads, with the image's own
-environment) runs inside, in one container (helpers/probe.py); helpers/verify.py cross-checks
+environment) runs inside, in one container (helpers/verify/probe.py); helpers/verify/checks.py cross-checks
 its report against the files read from outside.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ import docker
 import requests
 
 from helpers.errors import ImageNotFound, InfraError
-from helpers.probe import EARLY, MARK
 from helpers.profiles import Profile
-from helpers.smoke import SmokePlan
+from helpers.verify.probe import EARLY, MARK
+from helpers.verify.smoke import SmokePlan
 
 PROBE_PARTS = ("probe_code.py", "probe_smoke.py", "probe_paths.py", "probe.py")
-PART_IMPORT = re.compile(r"^from helpers\.probe_\w+ import (?:\([^)]*\)|[^\n]*)", re.M)
+PART_IMPORT = re.compile(r"^from helpers\.verify\.probe_\w+ import (?:\([^)]*\)|[^\n]*)", re.M)
 
 
 def probe_script() -> str:
@@ -220,7 +220,7 @@ def find_image(client: docker.DockerClient, ref: str, pull: Callable[[], None] |
 
 @dataclass(frozen=True)
 class Smoke:
-    """The smoke checks asked of one image and the deadline of each (helpers/smoke.py plans them)."""
+    """The smoke checks asked of one image and the deadline of each (helpers/verify/smoke.py plans them)."""
 
     plan: SmokePlan = SmokePlan()
     deadline: float = 300.0
@@ -244,7 +244,7 @@ def probe_args(profile: Profile, workdir: str, smoke: Smoke) -> dict[str, object
 @dataclass(frozen=True)
 class Known:
     """What the harness already knows for the probe: each module's definitions (by path in the package) and
-    the bytecode verdicts it holds (helpers/known.py)."""
+    the bytecode verdicts it holds (helpers/verify/known.py)."""
 
     definitions: dict[str, list] = field(default_factory=dict)
     bytecode: tuple[str, ...] = ()
