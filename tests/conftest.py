@@ -35,6 +35,13 @@ def local_tags(client: docker.DockerClient, part: str) -> list[str]:
     return [tag for image in client.api.images() for tag in image.get("RepoTags") or () if part in tag]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the engine is end to end: `-m "not e2e"` leaves it out of the quick loop."""
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:

@@ -93,6 +93,7 @@ def test_a_broken_configuration_is_said_not_guessed():
     assert any("not valid TOML" in u for u in read.unread) and any("does not parse" in u for u in read.unread)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, release, tool, files", [
     ("sglang", "0.4.3", "", ()),
     ("sglang", "0.5.2", "", ()),

@@ -67,6 +67,7 @@ def test_the_projects_describe_command_is_used_without_dirty(tmp_path):
     assert describe_args(read_config(options(None), tmp_path)) == DESCRIBE
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("release", ["0.5.7", "0.5.10.post1"])
 def test_sglangs_own_describe_command_gives_the_version_of_a_checkout(tmp_path, release):
     """SGLang's configuration as released (root "..", its describe command: git in 0.5.7, its own
