@@ -410,8 +410,8 @@ def disk(ws: Workspace, client: docker.DockerClient, dependency_mb: int = 320) -
             peak.append(shutil.disk_usage(harness.disk.root).used - before)
             sizes.append(client.images.get(image.ref).attrs["Size"])
             checks = run.verify(image)
-            run.publish(image)
-            run.tidy(Produced(image, checks))
+            image = run.publish(image)
+            harness.tidy(Produced(image, checks), run.record)
             added.append(shutil.disk_usage(harness.disk.root).used - before)
             stored.append(tree_bytes(storage))
     on_disk = added[1] / sizes[0]

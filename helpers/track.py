@@ -28,7 +28,7 @@ from helpers.errors import ConfigError, DockerfileMissing, HarnessError
 from helpers.profiles import Profile, choose_profile, normalise_repo
 from helpers.source import mirror as source
 from helpers.source.dataset import ROLE_KEYS, read_records
-from helpers.verify import changes
+from helpers.source.kinds import kind_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PULL_REQUEST = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+)\b|\bpull request #(\d+)\b")
@@ -186,7 +186,7 @@ def why_skipped(commit: Commit, profile: Profile, mirror: source.Mirror, built_t
         kind = "a revert" if REVERT.match(commit.subject) else "a commit"
         return f"{kind} that restores a tree already tracked ({tree_of(mirror, commit.sha)[:12]})"
     if runtime_only:
-        kinds = Counter(changes.kind_of(c.path, profile) for c in mirror.changes(parent, commit.sha))
+        kinds = Counter(kind_of(c.path, profile) for c in mirror.changes(parent, commit.sha))
         if not kinds["runtime"]:
             listed = ", ".join(f"{n} {k}" for k, n in kinds.most_common()) or "no file"
             return f"no runtime change ({listed})"

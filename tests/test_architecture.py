@@ -17,13 +17,13 @@ ORDER = ("errors", "profiles", "source", "render", "build", "verify", "publish",
 STAGES = ("source", "render", "build", "verify", "publish", "report")
 # Inside each stage's package, its modules in the order of the data they pass on.
 WITHIN = {
-    "source": ("dataset", "mirror", "submodules", "build_config", "context_fixes"),
+    "source": ("dataset", "mirror", "kinds", "submodules", "scm_version", "build_config", "context_fixes", "commit"),
     "render": ("shellwords", "dockerfile", "deps", "late", "reads", "pin", "identity", "parts", "caches", "fixes",
-               "base_images", "scm_version", "__init__", "__main__"),
-    "build": ("driver", "disk"),
+               "base_images", "__init__", "prepared", "__main__"),
+    "build": ("driver", "disk", "image"),
     "verify": ("probe_code", "probe_smoke", "probe_paths", "probe", "smoke", "image_facts", "known", "checks",
-               "changes", "serve"),
-    "publish": ("registry",),
+               "changes", "serve", "commit"),
+    "publish": ("registry", "image"),
     "report": ("results", "progress", "__main__"),
 }
 

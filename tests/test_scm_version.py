@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.render.scm_version import DESCRIBE, describe_args, project_version, read_config
 from helpers.source.build_config import read_build_config
 from helpers.source.mirror import Mirror
+from helpers.source.scm_version import DESCRIBE, describe_args, project_version, read_config
 from testkit.minirepo import MiniRepo, git
 
 PYPROJECT = '[project]\nname = "mini"\ndynamic = ["version"]\n[tool.setuptools_scm]\n{extra}\n'

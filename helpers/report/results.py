@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.source.build_config import BuildConfig
+
 SUCCESS = "success"
 
 
@@ -243,6 +245,16 @@ def statement(v: Verification) -> dict:
                           **({"change": v.change} if v.change is not None else {}),
                           **({"submodules": list(v.submodules)} if v.submodules else {}),
                           **({"build": v.build} if v.build is not None else {})}}
+
+
+def attested_build(config: BuildConfig, version: str | None) -> dict:
+    """The build configuration's word in an attestation: versioning, version, written files, compiled modules."""
+    versioning = config.versioning
+    said = {"version": version} if version else {"why": versioning.why} if not versioning.from_git else {}
+    return {"versioning": versioning.tool or "not from git", "saidBy": versioning.said_by, **said,
+            "versionFiles": list(versioning.version_files),
+            "compiled": [{"module": p.module, "declaredBy": p.declared_by} for p in config.products],
+            "notRead": list(config.unread)}
 
 
 def write_attestation(folder: Path, v: Verification) -> Path:
