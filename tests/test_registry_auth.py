@@ -69,6 +69,12 @@ def test_a_run_that_outlives_many_tokens_pushes_confirms_lists_and_verifies(harn
     assert "infra_error" not in run.output + skipped.output + verified.output
 
 
+def published_on(client: docker.DockerClient, port: str):
+    """The container that publishes this host port (exactly: another's port may contain its digits)."""
+    return next(c for c in client.containers.list()
+                if any(b.get("HostPort") == port for binds in (c.ports or {}).values() for b in binds or []))
+
+
 def test_docker_hubs_token_never_reaches_another_registry(harness_runner, pair_dataset, mini_repo, auth_registry,
                                                           tmp_path, docker_client: docker.DockerClient):
     parent, child = pair_dataset
@@ -79,7 +85,7 @@ def test_docker_hubs_token_never_reaches_another_registry(harness_runner, pair_d
                                                       "DOCKERHUB_TOKEN": HUB_TOKEN})
     assert {o.status for o in run.outcomes.values()} == {"success"}, run.output   # docker login's credentials
     assert watch.seen == []
-    registry = next(c for c in docker_client.containers.list() if auth_registry.split(":")[-1] in str(c.ports))
+    registry = published_on(docker_client, auth_registry.rsplit(":", 1)[-1])
     log = registry.logs().decode(errors="replace")
     assert REGISTRY_USER in log and HUB_USER not in log                 # every request came as the login's user
     assert HUB_TOKEN not in run.output
