@@ -282,10 +282,11 @@ def version_file_problems(path: str, found: FileFacts | None, version: str | Non
     return [f"{path}: {p}" for p in problems]
 
 
-def _version_assignments(body: list[ast.stmt], problems: list[str]) -> list[object]:
-    """The values assigned to `version`/`__version__`; anything a version template does not write, in
-    `problems`."""
+def _version_assignments(body: list[ast.stmt], problems: list[str], values: dict | None = None) -> list[object]:
+    """The values assigned to `version`/`__version__` (a name assigned earlier in the file stands for its value:
+    `__version__ = version`); anything a version template does not write, in `problems`."""
     versions: list[object] = []
+    values = {} if values is None else values
     for node in body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue
@@ -293,7 +294,7 @@ def _version_assignments(body: list[ast.stmt], problems: list[str]) -> list[obje
                 isinstance(node, ast.Import) and all(a.name == "typing" for a in node.names):
             continue
         if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING", "False"):
-            versions += _version_assignments(node.body + node.orelse, problems)
+            versions += _version_assignments(node.body + node.orelse, problems, values)
             continue
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
             else None
@@ -302,11 +303,15 @@ def _version_assignments(body: list[ast.stmt], problems: list[str]) -> list[obje
                 (value is not None and not all(isinstance(n, TYPE_NODES) for n in ast.walk(value))):
             problems.append(f"line {node.lineno} is code no version template writes: {ast.unparse(node)[:100]!r}")
             continue
-        if value is not None and any(t.id in VERSION_NAMES for t in targets):    # type: ignore[attr-defined]
-            try:
-                versions.append(ast.literal_eval(value))
-            except ValueError:
-                versions.append(ast.unparse(value))
+        if value is None:
+            continue
+        try:
+            assigned: object = ast.literal_eval(value)
+        except ValueError:
+            assigned = values.get(value.id, ast.unparse(value)) if isinstance(value, ast.Name) else ast.unparse(value)
+        values.update((t.id, assigned) for t in targets)                     # type: ignore[attr-defined]
+        if any(t.id in VERSION_NAMES for t in targets):                     # type: ignore[attr-defined]
+            versions.append(assigned)
     return versions
 
 
