@@ -182,9 +182,10 @@ def why_skipped(commit: Commit, profile: Profile, mirror: source.Mirror, built_t
                 runtime_only: bool, skip_reverts: bool) -> str | None:
     """Why a commit is not worth building, None when it is."""
     parent = commit.parents[0] if commit.parents else None
-    if skip_reverts and tree_of(mirror, commit.sha) in built_trees:
+    tree = tree_of(mirror, commit.sha) if skip_reverts else ""
+    if tree and tree in built_trees:
         kind = "a revert" if REVERT.match(commit.subject) else "a commit"
-        return f"{kind} that restores a tree already tracked ({tree_of(mirror, commit.sha)[:12]})"
+        return f"{kind} that restores a tree already tracked ({tree[:12]})"
     if runtime_only:
         kinds = Counter(kind_of(c.path, profile) for c in mirror.changes(parent, commit.sha))
         if not kinds["runtime"]:

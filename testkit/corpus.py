@@ -255,6 +255,9 @@ SGLANG_SCM = Project("sglang", "sglang", ("0.5.7", "0.5.10.post1"), "python/sgla
 REQUESTS = Project("requests", "requests", ("2.32.3",), "src/requests",
                    needs=("urllib3", "idna", "charset-normalizer", "certifi"))
 CORPUS = (SGLANG, SYMPY, NETWORKX, PYDANTIC, OPENAI, ATTRS, SGLANG_SCM, REQUESTS)
+# A real released package with a C extension its setup.py declares (`markupsafe._speedups`), in a src layout,
+# built by the image's compiler (harness-dev) with a current setuptools.
+MARKUPSAFE = Project("markupsafe", "markupsafe", ("3.0.2",), "src/markupsafe", needs=("setuptools>=75",))
 # A real project installed as a wheel on a Debian base whose own `python3-zipp` (a module file, zipp 1.0.0)
 # lies later on the path.
 ZIPP = Project("zipp", "zipp", ("3.21.0",), "zipp", editable=False)

@@ -93,6 +93,9 @@ def test_a_broken_configuration_is_said_not_guessed():
     assert any("not valid TOML" in u for u in read.unread) and any("does not parse" in u for u in read.unread)
 
 
+COMPILED = {"markupsafe": ["markupsafe._speedups"], "msgpack": ["msgpack._cmsgpack"]}   # as their setup.py says
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("name, release, tool, files", [
     ("sglang", "0.4.3", "", ()),
@@ -101,6 +104,8 @@ def test_a_broken_configuration_is_said_not_guessed():
     ("sglang", "0.5.10.post1", "setuptools-scm", ("python/sglang/_version.py",)),
     ("attrs", "24.3.0", "hatch-vcs", ()),
     ("requests", "2.32.3", "", ()),
+    ("markupsafe", "3.0.2", "", ()),
+    ("msgpack", "1.1.0", "", ()),
 ])
 def test_real_released_configurations(tmp_path, name, release, tool, files):
     """Released source from the package index, laid out as the project's repository lays it out."""
@@ -114,6 +119,6 @@ def test_real_released_configurations(tmp_path, name, release, tool, files):
     found = read_build_config(read, subdir)
     assert found.versioning.tool == tool, found.lines()
     assert found.versioning.version_files == files
-    assert not found.products and not found.unread
+    assert [p.module for p in found.products] == COMPILED.get(name, []) and not found.unread
     if not tool:
         assert found.versioning.why

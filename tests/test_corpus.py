@@ -169,6 +169,15 @@ def test_a_forgery_of_todays_sglang_fails_naming_the_file(lines, named, today_sg
     assert named in checks.source_tree.found
 
 
+def planted_extension_fails(harness, client, genuine: BuiltImage, checks, tmp_path) -> None:
+    """A compiled module the configuration does not declare, planted in the loaded copy, fails naming it."""
+    copy = checks.imported.found.rsplit("-> ", 1)[1]
+    forged = verify_forged(harness, client, genuine, f"COPY planted.so {copy}/_fast.cpython-311-x86_64-linux-gnu.so",
+                           {"planted.so": extension_module(tmp_path, "_fast")})
+    assert forged.first_failure() is forged.source_tree, "\n".join(c.line() for c in forged)
+    assert "_fast.cpython-311-x86_64-linux-gnu.so" in forged.source_tree.found
+
+
 @pytest.mark.parametrize("editable", [True, False], ids=["editable", "wheel"])
 def test_a_compiled_module_the_configuration_declares_passes_and_no_other(editable, docker_client, dev_image, tmp_path):
     """fastsum's setup.py declares `fastsum._speedups`: built in the image, editable (compiled into the source
@@ -182,12 +191,7 @@ def test_a_compiled_module_the_configuration_declares_passes_and_no_other(editab
             checks = verify(harness, image)
             assert checks.passed, "\n".join(c.line() for c in checks)
             assert "compiled modules its configuration declares: _speedups.cpython-311-" in checks.source_tree.found
-        copy = checks.imported.found.rsplit("-> ", 1)[1]
-        checks = verify_forged(harness, docker_client, images[-1],
-                               f"COPY planted.so {copy}/_fast.cpython-311-x86_64-linux-gnu.so",
-                               {"planted.so": extension_module(tmp_path, "_fast")})
-        assert checks.first_failure() is checks.source_tree, "\n".join(c.line() for c in checks)
-        assert "_fast.cpython-311-x86_64-linux-gnu.so" in checks.source_tree.found
+        planted_extension_fails(harness, docker_client, images[-1], checks, tmp_path)
     finally:
         for image in images:
             docker_client.images.remove(image.ref, force=True)
@@ -213,5 +217,24 @@ def test_an_alias_planted_by_start_up_code_fails_where_the_packages_own_passes(p
         assert "requests.packages.chardet is charset_normalizer" in checks.source_tree.found
         checks = verify_forged(harness, docker_client, image, planted, files)
         assert not checks.passed and not checks.source_tree.passed, "\n".join(c.line() for c in checks)
+    finally:
+        docker_client.images.remove(image.ref, force=True)
+
+
+@pytest.mark.parametrize("editable", [True, False], ids=["editable", "wheel"])
+def test_a_real_c_extension_passes_where_declared_and_a_planted_one_fails(editable, docker_client, dev_image,
+                                                                        tmp_path):
+    """MarkupSafe 3.0.2 from the package index: its setup.py's `markupsafe._speedups`, compiled in the image, is
+    accepted; an undeclared compiled module beside it fails."""
+    project = dataclasses.replace(corpus.MARKUPSAFE, editable=editable)
+    base = corpus.base_image(docker_client, dev_image, project.needs)
+    repo = corpus.make_corpus_repo(tmp_path / "repo", project)
+    harness = corpus.harness_for(project, tmp_path / "run", base, repo.path)
+    image = produce(harness, repo.commits[0])
+    try:
+        checks = verify(harness, image)
+        assert checks.passed, "\n".join(c.line() for c in checks)
+        assert "compiled modules its configuration declares: _speedups.cpython-311-" in checks.source_tree.found
+        planted_extension_fails(harness, docker_client, image, checks, tmp_path)
     finally:
         docker_client.images.remove(image.ref, force=True)
